@@ -5,4 +5,5 @@
 
 pub mod catalogue;
 pub mod config;
+pub mod recommend;
 pub mod telemetry;
