@@ -6,7 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// The MovieLens releases that `movierec dump` knows how to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum MovieLensVersion {
     #[value(name = "ml-latest-small")]
     #[serde(rename = "ml-latest-small")]
@@ -72,10 +74,16 @@ impl std::str::FromStr for MovieLensVersion {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
-            let known: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
-            format!("unknown MovieLens version `{s}` (known: {})", known.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
+                format!(
+                    "unknown MovieLens version `{s}` (known: {})",
+                    known.join(", ")
+                )
+            })
     }
 }
 
@@ -83,7 +91,11 @@ impl std::str::FromStr for MovieLensVersion {
 #[derive(Debug, Clone, clap::Args)]
 pub struct CatalogueSettings {
     /// MovieLens release the catalogue holds.
-    #[arg(long = "version", env = "MOVIELENS_VERSION", default_value = "ml-latest-small")]
+    #[arg(
+        long = "version",
+        env = "MOVIELENS_VERSION",
+        default_value = "ml-latest-small"
+    )]
     pub version: MovieLensVersion,
     /// Folder of the SQLite catalogues, one `<version>.db` per release.
     #[arg(long, env = "DATABASE_ROOT", default_value = "resources/db")]

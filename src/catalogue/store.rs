@@ -63,7 +63,10 @@ impl Catalogue {
 
     /// Every rating with `rating >= min_rating` (all of them when `None`), ordered by user, then
     /// (timestamp, movie id) ascending.
-    pub fn interactions(&self, min_rating: Option<f32>) -> Result<Vec<Interaction>, CatalogueError> {
+    pub fn interactions(
+        &self,
+        min_rating: Option<f32>,
+    ) -> Result<Vec<Interaction>, CatalogueError> {
         let mut stmt = self.conn.prepare(
             "SELECT user_id, movie_id, rating, timestamp FROM ratings
              WHERE rating >= ?1 ORDER BY user_id, timestamp, movie_id",
