@@ -38,7 +38,8 @@ CREATE TABLE links (
     tmdb_id   INTEGER
 );
 
--- Clustered by (user, time, movie): one user's history reads in time order, ties broken by movie id.
+-- Clustered by (user, time, movie): one user's history reads in time order, ties broken by movie
+-- id. The primary key is the index that reads one user's ratings in time order.
 CREATE TABLE ratings (
     user_id    INTEGER NOT NULL,
     timestamp  INTEGER NOT NULL,
@@ -55,10 +56,12 @@ CREATE TABLE tags (
 );
 CREATE INDEX tags_movie ON tags (movie_id);
 
--- Title search. External content over `movies`; rebuilt after each bulk load.
+-- Title search. External content over `movies`; rebuilt after each bulk load. Prefix indexes
+-- of 2 and 3 characters keep short last-word prefixes ("te*", "ter*") fast.
 CREATE VIRTUAL TABLE movies_fts USING fts5 (
     title,
     content = 'movies',
     content_rowid = 'movie_id',
-    tokenize = 'unicode61 remove_diacritics 2'
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '2 3'
 );

@@ -8,6 +8,12 @@ pub enum CatalogueError {
     /// No catalogue file where one was expected.
     #[error("no catalogue at {0}: run `movierec dump` first")]
     Missing(PathBuf),
+    /// The catalogue file has no `dataset` row: it was not built by `movierec dump`.
+    #[error("the catalogue holds no dataset: run `movierec dump` first")]
+    Empty,
+    /// A read-only open found a schema older than this program's.
+    #[error("catalogue {path} lacks {pending} schema migration(s): run `movierec dump` again")]
+    Outdated { path: PathBuf, pending: i32 },
     /// The SQLite layer failed.
     #[error("catalogue database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -16,6 +16,15 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     ))])
 });
 
+/// How long a connection waits for a lock held by another one.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Applies every migration to `conn` (a fresh build file of the dump).
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), CatalogueError> {
+    MIGRATIONS.to_latest(conn)?;
+    Ok(())
+}
+
 /// One rating, read as an implicit interaction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interaction {
@@ -43,6 +52,27 @@ impl Catalogue {
         Self::configure(conn)
     }
 
+    /// Opens an existing catalogue for reading only (search, the API). The schema must already be
+    /// up to date; nothing is written.
+    pub fn open_read_only(path: &Path) -> Result<Self, CatalogueError> {
+        if !path.is_file() {
+            return Err(CatalogueError::Missing(path.to_path_buf()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let pending = MIGRATIONS.pending_migrations(&conn)?;
+        if pending != 0 {
+            return Err(CatalogueError::Outdated {
+                path: path.to_path_buf(),
+                pending,
+            });
+        }
+        Ok(Self { conn })
+    }
+
     /// Creates a new, empty catalogue at `path` (which must not exist) with the full schema.
     pub fn create(path: &Path) -> Result<Self, CatalogueError> {
         let conn = Connection::open(path)?;
@@ -50,8 +80,10 @@ impl Catalogue {
     }
 
     fn configure(mut conn: Connection) -> Result<Self, CatalogueError> {
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         MIGRATIONS.to_latest(&mut conn)?;
         Ok(Self { conn })
     }

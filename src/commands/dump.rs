@@ -1,10 +1,53 @@
 //! `movierec dump`.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
+use movierec::catalogue::dump::{DumpOptions, dump};
+use movierec::config::{CatalogueSettings, DownloadSettings};
+
 /// Arguments of `movierec dump`.
 #[derive(Debug, clap::Args)]
-pub struct DumpArgs {}
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub catalogue: CatalogueSettings,
+    #[command(flatten)]
+    pub download: DownloadSettings,
+    /// Read this local zip or extracted folder instead of downloading the release.
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+}
 
-/// Runs `movierec dump`.
-pub fn run(_args: DumpArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`movierec dump` is not available yet")
+/// Runs `movierec dump` and prints a summary.
+pub fn run(args: DumpArgs) -> anyhow::Result<()> {
+    let opts = DumpOptions {
+        version: args.catalogue.version,
+        source: args.source,
+        database_root: args.catalogue.database_root,
+        dataset_root: args.download.dataset_root,
+        base_url: args.download.movielens_base_url,
+    };
+    let report = dump(&opts).with_context(|| format!("dump of {} failed", opts.version))?;
+    let c = report.counts;
+    println!("catalogue {}", report.path.display());
+    println!(
+        "  release  {} from {}",
+        report.version,
+        report.source.display()
+    );
+    println!("  md5      {}", report.md5);
+    println!("  movies   {}", c.movies);
+    println!("  genres   {}", c.genres);
+    println!("  ratings  {}", c.ratings);
+    println!("  users    {}", c.users);
+    println!("  tags     {}", c.tags);
+    println!("  links    {}", c.links);
+    if c.skipped_tags + c.skipped_links > 0 {
+        println!(
+            "  skipped  {} tags and {} links of unlisted movies",
+            c.skipped_tags, c.skipped_links
+        );
+    }
+    println!("  seconds  {:.2}", report.seconds);
+    Ok(())
 }
