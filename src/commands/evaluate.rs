@@ -1,10 +1,55 @@
 //! `movierec evaluate`.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
+use movierec::config::MovieLensVersion;
+use movierec::train::report::{EaseSettings, evaluate_checkpoints, render};
+
 /// Arguments of `movierec evaluate`.
 #[derive(Debug, clap::Args)]
-pub struct EvaluateArgs {}
+pub struct EvaluateArgs {
+    /// Checkpoint directory to evaluate; repeat to compare several in one report.
+    #[arg(long = "checkpoint", required_unless_present = "versions")]
+    pub checkpoints: Vec<PathBuf>,
+    /// Also report the baselines (popularity, EASE) of this release, with or without a
+    /// checkpoint of it; repeatable.
+    #[arg(long = "version")]
+    pub versions: Vec<MovieLensVersion>,
+    /// EASE regularisation values to try; the best on validation NDCG@10 is reported.
+    #[arg(long, value_delimiter = ',', default_values_t = EaseSettings::default().lambdas)]
+    pub ease_lambdas: Vec<f64>,
+    /// Skip EASE when the catalogue has more items than this (dense items² solve).
+    #[arg(long, default_value_t = EaseSettings::default().max_items)]
+    pub ease_max_items: usize,
+    /// Folder of the SQLite catalogues, one `<version>.db` per release.
+    #[arg(long, env = "DATABASE_ROOT", default_value = "resources/db")]
+    pub database_root: PathBuf,
+    /// Where to write the JSON report (default: `evaluation.json` in the first checkpoint, or
+    /// in the working directory without one).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
 
 /// Runs `movierec evaluate`.
-pub fn run(_args: EvaluateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`movierec evaluate` is not available yet")
+pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
+    let ease = EaseSettings {
+        lambdas: args.ease_lambdas,
+        max_items: args.ease_max_items,
+    };
+    let report = evaluate_checkpoints(
+        &args.checkpoints,
+        &args.versions,
+        &args.database_root,
+        &ease,
+    )?;
+    print!("{}", render(&report));
+    let output = args.output.unwrap_or_else(|| match args.checkpoints.first() {
+        Some(dir) => dir.join("evaluation.json"),
+        None => PathBuf::from("evaluation.json"),
+    });
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&output, json).with_context(|| format!("writing {}", output.display()))?;
+    println!("\nreport written to {}", output.display());
+    Ok(())
 }

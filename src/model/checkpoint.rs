@@ -1,0 +1,151 @@
+//! Checkpoint directories: `model.safetensors` plus `config.json` (hyperparameters, dataset,
+//! item mapping, popularity for the fallback, training settings, best epoch and metrics).
+//! Serving needs nothing else.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::{ItemVocab, ModelConfig, ModelError, SeqModel};
+use crate::config::MovieLensVersion;
+
+/// File name of the weights inside a checkpoint directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// File name of the configuration inside a checkpoint directory.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// How the training sequences were built; evaluation rebuilds the same split from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSettings {
+    pub min_rating: Option<f32>,
+    pub min_seq_len: usize,
+    pub min_item_count: usize,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self {
+            min_rating: None,
+            min_seq_len: 5,
+            min_item_count: 1,
+        }
+    }
+}
+
+/// Everything in `config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointConfig {
+    /// Format version of this file.
+    pub format: u32,
+    pub dataset: MovieLensVersion,
+    pub model: ModelConfig,
+    /// MovieLens ids in item-index order.
+    pub vocab: ItemVocab,
+    /// Training-set interaction count per item index: the fallback for empty histories.
+    pub popularity: Vec<u32>,
+    pub data: DataSettings,
+    /// The training hyperparameters, as given (free-form, for the record).
+    pub training: serde_json::Value,
+    /// The epoch whose weights are stored (1-based; 0 before any training).
+    pub best_epoch: usize,
+    /// Validation metrics of the stored weights.
+    pub metrics: serde_json::Value,
+    /// Seconds since the Unix epoch when the run started.
+    pub created_at: u64,
+}
+
+impl CheckpointConfig {
+    /// Reads `dir/config.json`.
+    pub fn read(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let cfg: Self =
+            serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })?;
+        cfg.model.validate()?;
+        if cfg.vocab.len() != cfg.model.items || cfg.popularity.len() != cfg.model.items {
+            return Err(ModelError::Invalid(format!(
+                "{}: {} items in the model, {} in the vocabulary, {} popularity counts",
+                dir.display(),
+                cfg.model.items,
+                cfg.vocab.len(),
+                cfg.popularity.len()
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// Writes `dir/config.json` (through a temporary file, then a rename).
+    pub fn write(&self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomically(&path, text.as_bytes())
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let tmp = path.with_extension("tmp");
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Writes the weights of `varmap` and the configuration into `dir` (created if missing).
+pub fn save(dir: &Path, varmap: &VarMap, cfg: &CheckpointConfig) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = dir.join("model.safetensors.tmp");
+    varmap.save(&tmp)?;
+    let path = dir.join(WEIGHTS_FILE);
+    std::fs::rename(&tmp, &path).map_err(|source| ModelError::Io { path, source })?;
+    cfg.write(dir)
+}
+
+/// Reads the weights of `dir` as named tensors.
+pub fn read_weights(dir: &Path) -> Result<HashMap<String, Tensor>, ModelError> {
+    let path = dir.join(WEIGHTS_FILE);
+    if !path.is_file() {
+        return Err(ModelError::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no weights file"),
+        });
+    }
+    Ok(candle_core::safetensors::load(&path, &Device::Cpu)?)
+}
+
+/// Loads a checkpoint for inference: its configuration and network.
+pub fn load(dir: &Path) -> Result<(CheckpointConfig, SeqModel), ModelError> {
+    let cfg = CheckpointConfig::read(dir)?;
+    let tensors = read_weights(dir)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let model = SeqModel::load(vb, &cfg.model)?;
+    Ok((cfg, model))
+}
+
+/// The newest checkpoint directory directly under `root` trained on `version` (by `created_at`,
+/// then name), if any.
+pub fn latest_checkpoint(root: &Path, version: MovieLensVersion) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(root).ok()?;
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(WEIGHTS_FILE).is_file())
+        .filter_map(|p| {
+            let cfg = CheckpointConfig::read(&p).ok()?;
+            (cfg.dataset == version).then_some((cfg.created_at, p))
+        })
+        .max()
+        .map(|(_, p)| p)
+}

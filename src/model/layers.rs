@@ -1,0 +1,153 @@
+//! Building blocks: layer norm with a backward pass, linear layers over flattened rows,
+//! multi-head self-attention with an additive mask, and the pre-norm encoder block.
+
+use candle_core::{D, Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use super::ModelConfig;
+use super::dropout::{DropoutRng, dropout};
+
+/// Layer normalisation written with plain tensor ops, so gradients flow through it (candle's
+/// fused `LayerNorm` has no backward pass).
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub(crate) fn load(vb: VarBuilder, size: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(size, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(size, "bias", Init::Const(0.0))?,
+            eps: 1e-12,
+        })
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mean = xs.mean_keepdim(D::Minus1)?;
+        let centred = xs.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// A dense layer applied to rows `(N, in)`.
+pub(crate) struct Linear {
+    inner: candle_nn::Linear,
+}
+
+impl Linear {
+    pub(crate) fn load(vb: VarBuilder, input: usize, output: usize) -> Result<Self> {
+        Ok(Self {
+            inner: candle_nn::linear(input, output, vb)?,
+        })
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.inner.forward(xs)
+    }
+}
+
+/// Multi-head self-attention via matmul and an additive mask (0 where allowed, a large negative
+/// number where not); there is no usable fused attention kernel on the CPU.
+struct SelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    heads: usize,
+    head_dim: usize,
+    dropout: f32,
+}
+
+impl SelfAttention {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let h = cfg.hidden;
+        Ok(Self {
+            query: Linear::load(vb.pp("query"), h, h)?,
+            key: Linear::load(vb.pp("key"), h, h)?,
+            value: Linear::load(vb.pp("value"), h, h)?,
+            output: Linear::load(vb.pp("output"), h, h)?,
+            heads: cfg.heads,
+            head_dim: h / cfg.heads,
+            dropout: cfg.dropout,
+        })
+    }
+
+    /// `xs`: rows `(B*T, H)`; `mask`: additive, broadcastable to `(B, heads, T, T)`.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        (b, t): (usize, usize),
+        mask: &Tensor,
+        rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let split = |x: Tensor| -> Result<Tensor> {
+            x.reshape((b, t, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(xs)?)?;
+        let k = split(self.key.forward(xs)?)?;
+        let v = split(self.value.forward(xs)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = dropout(&probs, self.dropout, rng)?;
+        let ctx = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * t, self.heads * self.head_dim))?;
+        self.output.forward(&ctx)
+    }
+}
+
+/// One transformer block, pre-norm: `x + drop(attn(ln(x)))`, then `x + drop(ffn(ln(x)))` with a
+/// GELU feed-forward of 4× hidden.
+pub(crate) struct EncoderBlock {
+    attention: SelfAttention,
+    attention_norm: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    ffn_norm: LayerNorm,
+    dropout: f32,
+}
+
+impl EncoderBlock {
+    pub(crate) fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let h = cfg.hidden;
+        Ok(Self {
+            attention: SelfAttention::load(vb.pp("attention"), cfg)?,
+            attention_norm: LayerNorm::load(vb.pp("attention_norm"), h)?,
+            ffn_in: Linear::load(vb.pp("ffn_in"), h, 4 * h)?,
+            ffn_out: Linear::load(vb.pp("ffn_out"), 4 * h, h)?,
+            ffn_norm: LayerNorm::load(vb.pp("ffn_norm"), h)?,
+            dropout: cfg.dropout,
+        })
+    }
+
+    /// `xs`: rows `(B*T, H)`; returns the same shape.
+    pub(crate) fn forward(
+        &self,
+        xs: &Tensor,
+        bt: (usize, usize),
+        mask: &Tensor,
+        mut rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let normed = self.attention_norm.forward(xs)?;
+        let attended = self
+            .attention
+            .forward(&normed, bt, mask, rng.as_deref_mut())?;
+        let xs = (xs + dropout(&attended, self.dropout, rng.as_deref_mut())?)?;
+        let normed = self.ffn_norm.forward(&xs)?;
+        let inner = self.ffn_in.forward(&normed)?.gelu_erf()?;
+        let inner = dropout(&inner, self.dropout, rng.as_deref_mut())?;
+        let out = self.ffn_out.forward(&inner)?;
+        xs + dropout(&out, self.dropout, rng)?
+    }
+}

@@ -1,0 +1,234 @@
+//! The network: item and learned positional embeddings, the encoder blocks, and the output head
+//! (dense, GELU, layer norm, then the tied item embeddings plus a per-item bias).
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{Init, VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::dropout::{DropoutRng, dropout};
+use super::layers::{EncoderBlock, LayerNorm, Linear};
+use super::{ModelConfig, ModelError};
+
+/// The additive value that switches a key off in attention.
+const MASKED: f64 = -1e9;
+
+/// BERT4Rec or SASRec, by [`ModelConfig::architecture`].
+///
+/// Inputs are left-padded id matrices `(B, T)` with `T <= max_len`. Positions are counted from
+/// the right, so the last column always has position `max_len - 1` whatever the padding: a
+/// sequence scores the same alone or in a batch padded to a longer member.
+pub struct SeqModel {
+    cfg: ModelConfig,
+    item_embeddings: Tensor,
+    position_embeddings: Tensor,
+    embedding_norm: LayerNorm,
+    blocks: Vec<EncoderBlock>,
+    final_norm: LayerNorm,
+    head_dense: Linear,
+    head_norm: LayerNorm,
+    output_bias: Tensor,
+}
+
+impl SeqModel {
+    /// Builds the network from `vb` (a fresh `VarMap` for training, or loaded weights).
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> std::result::Result<Self, ModelError> {
+        cfg.validate()?;
+        let h = cfg.hidden;
+        let normal = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        let embeddings = vb.pp("embeddings");
+        let encoder = vb.pp("encoder");
+        let head = vb.pp("head");
+        Ok(Self {
+            cfg: cfg.clone(),
+            item_embeddings: embeddings.get_with_hints((cfg.vocab_size(), h), "items", normal)?,
+            position_embeddings: embeddings.get_with_hints(
+                (cfg.max_len, h),
+                "positions",
+                normal,
+            )?,
+            embedding_norm: LayerNorm::load(embeddings.pp("norm"), h)?,
+            blocks: (0..cfg.layers)
+                .map(|i| EncoderBlock::load(encoder.pp(format!("layer{i}")), cfg))
+                .collect::<Result<Vec<_>>>()?,
+            final_norm: LayerNorm::load(encoder.pp("final_norm"), h)?,
+            head_dense: Linear::load(head.pp("dense"), h, h)?,
+            head_norm: LayerNorm::load(head.pp("norm"), h)?,
+            output_bias: head.get_with_hints(cfg.items, "bias", Init::Const(0.0))?,
+        })
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Encodes left-padded ids `(B, T)` (u32) into hidden rows `(B*T, H)`. Dropout applies when
+    /// `rng` is given (training).
+    pub fn encode(&self, ids: &Tensor, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.cfg.hidden;
+        if t == 0 || t > self.cfg.max_len {
+            candle_core::bail!("sequence length {t} outside 1..={}", self.cfg.max_len);
+        }
+        let items = self
+            .item_embeddings
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, h))?;
+        let positions = self
+            .position_embeddings
+            .narrow(0, self.cfg.max_len - t, t)?
+            .unsqueeze(0)?;
+        let xs = items.broadcast_add(&positions)?.reshape((b * t, h))?;
+        let xs = self.embedding_norm.forward(&xs)?;
+        let mut xs = dropout(&xs, self.cfg.dropout, rng.as_deref_mut())?;
+        let mask = self.attention_mask(ids)?;
+        for block in &self.blocks {
+            xs = block.forward(&xs, (b, t), &mask, rng.as_deref_mut())?;
+        }
+        self.final_norm.forward(&xs)
+    }
+
+    /// Scores hidden rows `(N, H)` against every movie: `(N, items)`.
+    pub fn scores(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.scores_against(hidden, &self.output_matrix()?)
+    }
+
+    /// The tied output matrix: the movies' embeddings transposed, `(H, items)`. Inference keeps
+    /// it; training must not (the weights move).
+    pub fn output_matrix(&self) -> Result<Tensor> {
+        self.item_embeddings
+            .narrow(0, 0, self.cfg.items)?
+            .t()?
+            .contiguous()
+    }
+
+    /// [`scores`](Self::scores) with a precomputed [`output_matrix`](Self::output_matrix).
+    pub fn scores_against(&self, hidden: &Tensor, output: &Tensor) -> Result<Tensor> {
+        let transformed = self.head_dense.forward(hidden)?.gelu_erf()?;
+        let transformed = self.head_norm.forward(&transformed)?;
+        transformed.matmul(output)?.broadcast_add(&self.output_bias)
+    }
+
+    /// Scores the last column of left-padded ids `(B, T)` (eval mode): `(B, items)`. The head
+    /// runs at that position only.
+    pub fn score_last(&self, ids: &Tensor) -> Result<Tensor> {
+        self.score_last_against(ids, &self.output_matrix()?)
+    }
+
+    fn score_last_against(&self, ids: &Tensor, output: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let hidden = self
+            .encode(ids, None)?
+            .reshape((b, t, self.cfg.hidden))?
+            .narrow(1, t - 1, 1)?
+            .squeeze(1)?
+            .contiguous()?;
+        self.scores_against(&hidden, output)
+    }
+
+    /// The model input that predicts the item after `history`: BERT4Rec appends [MASK] to the
+    /// most recent `max_len - 1` items; SASRec reads the most recent `max_len` items and
+    /// predicts from the last one.
+    pub fn scoring_input(&self, history: &[u32]) -> Vec<u32> {
+        let max_len = self.cfg.max_len;
+        match self.cfg.architecture {
+            super::Architecture::Bert4Rec => {
+                let keep = history.len().min(max_len - 1);
+                let mut input = history[history.len() - keep..].to_vec();
+                input.push(self.cfg.mask());
+                input
+            }
+            super::Architecture::SasRec => {
+                let keep = history.len().min(max_len);
+                history[history.len() - keep..].to_vec()
+            }
+        }
+    }
+
+    /// Scores the next item after each history in one forward pass, padding the batch to its
+    /// longest member: `(B, items)`. Every history must give a non-empty input (SASRec needs at
+    /// least one item).
+    pub fn score_histories(&self, histories: &[&[u32]]) -> Result<Tensor> {
+        self.score_histories_against(histories, &self.output_matrix()?)
+    }
+
+    /// [`score_histories`](Self::score_histories) with a precomputed
+    /// [`output_matrix`](Self::output_matrix).
+    pub fn score_histories_against(&self, histories: &[&[u32]], output: &Tensor) -> Result<Tensor> {
+        let inputs: Vec<Vec<u32>> = histories.iter().map(|h| self.scoring_input(h)).collect();
+        let ids = pad_left(&inputs, self.cfg.pad(), &Device::Cpu)?;
+        self.score_last_against(&ids, output)
+    }
+
+    /// The additive attention mask: padding keys are off; for SASRec, so are future keys.
+    fn attention_mask(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pad = (ids.eq(self.cfg.pad())?.to_dtype(DType::F32)? * MASKED)?;
+        let pad = pad.reshape((b, 1, 1, t))?;
+        if !self.cfg.architecture.causal() {
+            return Ok(pad);
+        }
+        let causal: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j > i { MASKED as f32 } else { 0.0 }))
+            .collect();
+        let causal = Tensor::from_vec(causal, (1, 1, t, t), ids.device())?;
+        pad.broadcast_add(&causal)
+    }
+}
+
+/// Left-pads sequences with `pad` to the longest one: a u32 tensor `(B, T)`.
+pub fn pad_left(seqs: &[Vec<u32>], pad: u32, device: &Device) -> Result<Tensor> {
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    if t == 0 {
+        candle_core::bail!("cannot pad an empty batch or empty sequences");
+    }
+    let mut ids = Vec::with_capacity(seqs.len() * t);
+    for s in seqs {
+        ids.extend(std::iter::repeat_n(pad, t - s.len()));
+        ids.extend_from_slice(s);
+    }
+    Tensor::from_vec(ids, (seqs.len(), t), device)
+}
+
+/// Re-draws every parameter of `varmap` from `seed` (candle's CPU generator cannot be seeded):
+/// 1-D `*weight` (layer-norm scales) to one, other 1-D tensors (biases) to zero, matrices
+/// from a normal with standard deviation 0.02 truncated at two deviations.
+pub fn reinitialise(varmap: &VarMap, seed: u64) -> Result<()> {
+    use rand::RngExt;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("the parameter map lock is poisoned".to_string()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let shape = var.shape().clone();
+        let n = shape.elem_count();
+        let values: Vec<f32> = if shape.rank() == 1 {
+            let v = if name.ends_with("weight") { 1.0 } else { 0.0 };
+            vec![v; n]
+        } else {
+            (0..n)
+                .map(|_| {
+                    loop {
+                        // Box-Muller, truncated at two standard deviations.
+                        let u1: f64 = rng.random::<f64>().max(1e-12);
+                        let u2: f64 = rng.random::<f64>();
+                        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                        if z.abs() <= 2.0 {
+                            break (z * 0.02) as f32;
+                        }
+                    }
+                })
+                .collect()
+        };
+        var.set(&Tensor::from_vec(values, shape, &Device::Cpu)?)?;
+    }
+    Ok(())
+}

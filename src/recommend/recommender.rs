@@ -1,0 +1,195 @@
+//! [`Recommender`]: a checkpoint in; batched top-K MovieLens ids with exclusions and a
+//! popularity fallback out. The worker and the API call exactly this.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use super::{ModelInfo, RecommendRequest, Recommendation, ScoredMovie};
+use crate::model::checkpoint::{self, CheckpointConfig};
+use crate::model::{ItemVocab, ModelError, SeqModel};
+
+/// Why a recommendation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecommendError {
+    /// The checkpoint could not be loaded.
+    #[error("cannot load the model: {0}")]
+    Model(#[from] ModelError),
+    /// The forward pass failed.
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+/// A loaded checkpoint, ready to answer. `Send + Sync`: share it behind an `Arc`.
+pub struct Recommender {
+    model: SeqModel,
+    /// The tied output matrix, transposed once at load.
+    output: Tensor,
+    vocab: ItemVocab,
+    popularity: Vec<f32>,
+    info: ModelInfo,
+}
+
+/// A request mapped onto item indices.
+struct Prepared {
+    history: Vec<u32>,
+    excluded: HashSet<u32>,
+    unknown: Vec<i64>,
+}
+
+/// What a checkpoint answers with, from its `config.json` alone (no weights needed).
+pub fn model_info(cfg: &CheckpointConfig, dir: &Path) -> ModelInfo {
+    ModelInfo {
+        architecture: cfg.model.architecture.name().to_string(),
+        dataset: cfg.dataset.name().to_string(),
+        checkpoint: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        items: cfg.model.items,
+        max_len: cfg.model.max_len,
+    }
+}
+
+impl Recommender {
+    /// Loads the checkpoint directory `dir` (`model.safetensors` + `config.json`); nothing else
+    /// is read.
+    pub fn load(dir: &Path) -> Result<Self, RecommendError> {
+        let (cfg, model) = checkpoint::load(dir)?;
+        Self::from_parts(cfg, model, dir)
+    }
+
+    /// A recommender over an already loaded model.
+    pub fn from_parts(
+        cfg: CheckpointConfig,
+        model: SeqModel,
+        dir: &Path,
+    ) -> Result<Self, RecommendError> {
+        let info = model_info(&cfg, dir);
+        Ok(Self {
+            output: model.output_matrix()?,
+            model,
+            popularity: cfg.popularity.iter().map(|&p| p as f32).collect(),
+            vocab: cfg.vocab,
+            info,
+        })
+    }
+
+    /// What answers: architecture, dataset, checkpoint, sizes.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Recommends for one request.
+    pub fn recommend(&self, request: &RecommendRequest) -> Result<Recommendation, RecommendError> {
+        let mut out = self.recommend_batch(std::slice::from_ref(request))?;
+        Ok(out.pop().unwrap_or(Recommendation {
+            items: Vec::new(),
+            unknown_ids: Vec::new(),
+            fallback: true,
+        }))
+    }
+
+    /// Recommends for many requests with one forward pass, padded to the longest member.
+    /// Unknown ids are skipped and reported; a history longer than `max_len` keeps its most
+    /// recent items; an empty or all-unknown history gets the most popular movies with
+    /// `fallback = true`. Inputs and avoided movies are never returned.
+    pub fn recommend_batch(
+        &self,
+        requests: &[RecommendRequest],
+    ) -> Result<Vec<Recommendation>, RecommendError> {
+        let prepared: Vec<Prepared> = requests.iter().map(|r| self.prepare(r)).collect();
+        let histories: Vec<&[u32]> = prepared
+            .iter()
+            .filter(|p| !p.history.is_empty())
+            .map(|p| p.history.as_slice())
+            .collect();
+        let mut rows = if histories.is_empty() {
+            Vec::new()
+        } else {
+            self.model
+                .score_histories_against(&histories, &self.output)?
+                .to_vec2::<f32>()?
+        }
+        .into_iter();
+        let mut answers = Vec::with_capacity(requests.len());
+        for (req, p) in requests.iter().zip(prepared) {
+            let fallback = p.history.is_empty();
+            let items = if fallback {
+                self.top_k(&self.popularity, req.k, &p.excluded)
+            } else {
+                let row = rows.next().unwrap_or_default();
+                self.top_k(&row, req.k, &p.excluded)
+            };
+            answers.push(Recommendation {
+                items,
+                unknown_ids: p.unknown,
+                fallback,
+            });
+        }
+        Ok(answers)
+    }
+
+    fn prepare(&self, req: &RecommendRequest) -> Prepared {
+        let mut history = Vec::with_capacity(req.sequence.len());
+        let mut unknown = Vec::new();
+        for &id in &req.sequence {
+            match self.vocab.index_of(id) {
+                Some(ix) => history.push(ix),
+                None => {
+                    if !unknown.contains(&id) {
+                        unknown.push(id);
+                    }
+                }
+            }
+        }
+        let excluded = history
+            .iter()
+            .copied()
+            .chain(req.avoided.iter().filter_map(|&id| self.vocab.index_of(id)))
+            .collect();
+        Prepared {
+            history,
+            excluded,
+            unknown,
+        }
+    }
+
+    fn top_k(&self, scores: &[f32], k: usize, excluded: &HashSet<u32>) -> Vec<ScoredMovie> {
+        let mut candidates: Vec<(u32, f32)> = scores
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (i as u32, s))
+            .filter(|(i, _)| !excluded.contains(i))
+            .collect();
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let k = k.min(candidates.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        if k < candidates.len() {
+            candidates.select_nth_unstable_by(k - 1, order);
+            candidates.truncate(k);
+        }
+        candidates.sort_unstable_by(order);
+        candidates
+            .into_iter()
+            .filter_map(|(i, score)| {
+                self.vocab
+                    .movie_id(i)
+                    .map(|movie_id| ScoredMovie { movie_id, score })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn recommender_is_send_and_sync() {
+        assert_send_sync::<super::Recommender>();
+    }
+}

@@ -1,0 +1,204 @@
+//! Training sequences and batches: the cloze objective of BERT4Rec and the next-item objective
+//! of SASRec.
+
+use candle_core::{Device, Tensor};
+use rand::{Rng, RngExt};
+
+use super::data::SplitUser;
+use crate::model::{Architecture, ModelConfig, pad_left};
+
+/// A training batch: left-padded inputs, the flat positions (`row * T + column`) where a loss
+/// is taken, and the target item at each.
+pub struct Batch {
+    pub ids: Tensor,
+    pub positions: Tensor,
+    pub targets: Tensor,
+    /// Number of loss positions.
+    pub count: usize,
+}
+
+/// The training sequences: per user, the most recent window of training items (`max_len`
+/// items for BERT4Rec, `max_len + 1` for SASRec, whose inputs are shifted by one), plus, when
+/// `sliding_step > 0`, older windows ending every `sliding_step` items further back.
+pub fn training_sequences(
+    split: &[SplitUser],
+    cfg: &ModelConfig,
+    sliding_step: usize,
+) -> Vec<Vec<u32>> {
+    let window = match cfg.architecture {
+        Architecture::Bert4Rec => cfg.max_len,
+        Architecture::SasRec => cfg.max_len + 1,
+    };
+    let min_len = match cfg.architecture {
+        Architecture::Bert4Rec => 1,
+        Architecture::SasRec => 2,
+    };
+    let mut out = Vec::new();
+    for u in split {
+        let s = &u.train;
+        let mut end = s.len();
+        loop {
+            let start = end.saturating_sub(window);
+            if end - start >= min_len {
+                out.push(s[start..end].to_vec());
+            }
+            if sliding_step == 0 || start == 0 || end <= sliding_step {
+                break;
+            }
+            end -= sliding_step;
+            if end < window {
+                // An older window would only repeat a prefix of the one just taken.
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A cloze batch: each sequence has every item replaced by [MASK] with probability
+/// `mask_prob` (at least one per sequence), except that a fraction `last_only` of the
+/// sequences has only its last item masked, which trains next-item prediction directly.
+pub fn cloze_batch<R: Rng>(
+    seqs: &[&[u32]],
+    cfg: &ModelConfig,
+    mask_prob: f64,
+    last_only: f64,
+    rng: &mut R,
+) -> candle_core::Result<Batch> {
+    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut inputs = Vec::with_capacity(seqs.len());
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for (row, s) in seqs.iter().enumerate() {
+        let offset = row * t + (t - s.len());
+        let mut input = s.to_vec();
+        let mut masked: Vec<usize> = if rng.random_bool(last_only.clamp(0.0, 1.0)) {
+            vec![s.len() - 1]
+        } else {
+            (0..s.len())
+                .filter(|_| rng.random_bool(mask_prob.clamp(0.0, 1.0)))
+                .collect()
+        };
+        if masked.is_empty() {
+            masked.push(rng.random_range(0..s.len()));
+        }
+        for j in masked {
+            targets.push(s[j]);
+            positions.push((offset + j) as u32);
+            input[j] = cfg.mask();
+        }
+        inputs.push(input);
+    }
+    finish(&inputs, positions, targets, cfg)
+}
+
+/// A next-item batch: inputs are each sequence without its last item, and every input position
+/// predicts the item that follows it.
+pub fn next_item_batch(seqs: &[&[u32]], cfg: &ModelConfig) -> candle_core::Result<Batch> {
+    let inputs: Vec<Vec<u32>> = seqs.iter().map(|s| s[..s.len() - 1].to_vec()).collect();
+    let t = inputs.iter().map(Vec::len).max().unwrap_or(0);
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for (row, s) in seqs.iter().enumerate() {
+        let n = s.len() - 1;
+        let offset = row * t + (t - n);
+        for j in 0..n {
+            positions.push((offset + j) as u32);
+            targets.push(s[j + 1]);
+        }
+    }
+    finish(&inputs, positions, targets, cfg)
+}
+
+fn finish(
+    inputs: &[Vec<u32>],
+    positions: Vec<u32>,
+    targets: Vec<u32>,
+    cfg: &ModelConfig,
+) -> candle_core::Result<Batch> {
+    let count = positions.len();
+    let device = Device::Cpu;
+    Ok(Batch {
+        ids: pad_left(inputs, cfg.pad(), &device)?,
+        positions: Tensor::from_vec(positions, count, &device)?,
+        targets: Tensor::from_vec(targets, count, &device)?,
+        count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn cfg(architecture: Architecture, max_len: usize) -> ModelConfig {
+        ModelConfig {
+            architecture,
+            items: 10,
+            hidden: 8,
+            layers: 1,
+            heads: 2,
+            max_len,
+            dropout: 0.0,
+        }
+    }
+
+    #[test]
+    fn windows_keep_the_most_recent_items() {
+        let split = vec![SplitUser {
+            user_id: 1,
+            train: (0..10).collect(),
+            valid: 0,
+            test: 0,
+        }];
+        let c = cfg(Architecture::Bert4Rec, 4);
+        assert_eq!(training_sequences(&split, &c, 0), vec![vec![6, 7, 8, 9]]);
+        assert_eq!(
+            training_sequences(&split, &c, 3),
+            vec![vec![6, 7, 8, 9], vec![3, 4, 5, 6], vec![0, 1, 2, 3]]
+        );
+        let s = cfg(Architecture::SasRec, 4);
+        assert_eq!(training_sequences(&split, &s, 0), vec![vec![5, 6, 7, 8, 9]]);
+    }
+
+    #[test]
+    fn cloze_masks_at_least_one_and_targets_the_original() {
+        let c = cfg(Architecture::Bert4Rec, 8);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let a = [1u32, 2, 3];
+        let b = [4u32, 5, 6, 7, 8];
+        let batch = cloze_batch(&[&a, &b], &c, 0.0, 0.0, &mut rng).unwrap();
+        assert_eq!(batch.count, 2);
+        let ids = batch.ids.to_vec2::<u32>().unwrap();
+        let pos = batch.positions.to_vec1::<u32>().unwrap();
+        let tgt = batch.targets.to_vec1::<u32>().unwrap();
+        for (p, t) in pos.iter().zip(&tgt) {
+            let (r, col) = (*p as usize / 5, *p as usize % 5);
+            assert_eq!(ids[r][col], c.mask());
+            let orig: &[u32] = if r == 0 { &a } else { &b };
+            assert_eq!(orig[col + orig.len() - 5], *t);
+        }
+        assert_eq!(&ids[0][..2], &[c.pad(), c.pad()]);
+
+        let last = cloze_batch(&[&a], &c, 0.5, 1.0, &mut rng).unwrap();
+        assert_eq!(
+            last.ids.to_vec2::<u32>().unwrap(),
+            vec![vec![1, 2, c.mask()]]
+        );
+        assert_eq!(last.targets.to_vec1::<u32>().unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn next_item_targets_are_shifted_inputs() {
+        let c = cfg(Architecture::SasRec, 8);
+        let a = [1u32, 2, 3];
+        let b = [4u32, 5];
+        let batch = next_item_batch(&[&a, &b], &c).unwrap();
+        assert_eq!(
+            batch.ids.to_vec2::<u32>().unwrap(),
+            vec![vec![1, 2], vec![c.pad(), 4]]
+        );
+        assert_eq!(batch.positions.to_vec1::<u32>().unwrap(), vec![0, 1, 3]);
+        assert_eq!(batch.targets.to_vec1::<u32>().unwrap(), vec![2, 3, 5]);
+    }
+}

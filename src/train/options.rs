@@ -1,0 +1,98 @@
+//! What a training run is told, and what it reports back.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::MovieLensVersion;
+use crate::model::Architecture;
+use crate::model::checkpoint::DataSettings;
+
+/// Settings of one training run. [`Default`] gives the tuned defaults (see the README).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub dataset: MovieLensVersion,
+    /// Folder of the catalogues (`<root>/<version>.db`).
+    pub database_root: PathBuf,
+    /// Folder under which the run's checkpoint directory is created.
+    pub checkpoint_root: PathBuf,
+    pub architecture: Architecture,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub max_len: usize,
+    pub dropout: f32,
+    /// Probability that an item is masked (BERT4Rec).
+    pub mask_prob: f64,
+    /// Fraction of training sequences with only their last item masked (BERT4Rec).
+    pub last_item_prob: f64,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Linear warm-up steps, then linear decay to 0 at the last epoch.
+    pub warmup_steps: usize,
+    /// Global gradient-norm clip.
+    pub clip_norm: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Evaluate on validation every this many epochs.
+    pub eval_every: usize,
+    /// Stop after this many evaluations without improvement.
+    pub patience: usize,
+    pub seed: u64,
+    /// Older windows every this many items of long histories (0: only the most recent).
+    pub sliding_step: usize,
+    /// Wall-clock budget in seconds; training stops (keeping the best checkpoint) when spent.
+    pub time_budget_secs: Option<u64>,
+    /// Continue from this checkpoint's weights and epoch.
+    pub resume: Option<PathBuf>,
+    pub data: DataSettings,
+    /// Show an indicatif progress bar.
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            dataset: MovieLensVersion::Ml100k,
+            database_root: PathBuf::from("resources/db"),
+            checkpoint_root: PathBuf::from("resources/checkpoints"),
+            architecture: Architecture::Bert4Rec,
+            hidden: 64,
+            layers: 2,
+            heads: 2,
+            max_len: 200,
+            dropout: 0.1,
+            mask_prob: 0.2,
+            last_item_prob: 0.1,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            warmup_steps: 100,
+            clip_norm: 5.0,
+            batch_size: 64,
+            epochs: 200,
+            eval_every: 5,
+            patience: 5,
+            seed: 42,
+            sliding_step: 0,
+            time_budget_secs: None,
+            resume: None,
+            data: DataSettings::default(),
+            progress: false,
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The checkpoint directory holding the best weights.
+    pub checkpoint: PathBuf,
+    pub best_epoch: usize,
+    pub best_valid_ndcg10: f64,
+    pub best_valid_hr10: f64,
+    /// Epochs run in this call.
+    pub epochs_run: usize,
+    pub seconds: f64,
+    /// Whether the time budget ended the run.
+    pub stopped_by_budget: bool,
+}

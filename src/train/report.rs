@@ -1,0 +1,296 @@
+//! `movierec evaluate`: checkpoints and the popularity baseline on the same leave-one-out
+//! split, full ranking on test and validation, plus the sampled protocol of the paper
+//! (100 negatives by training popularity), labelled as sampled.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::TrainError;
+use super::data::{Dataset, SplitUser, build_dataset, leave_one_out, train_popularity};
+use super::evaluate::{
+    EvalCase, Stage, cases, ease_ranks, model_ranks, popularity_ranks, sample_negatives,
+};
+use crate::baseline::ease::Gram;
+use super::metrics::RankingMetrics;
+use crate::catalogue::Catalogue;
+use crate::config::MovieLensVersion;
+use crate::model::SeqModel;
+use crate::model::checkpoint::{self, CheckpointConfig, DataSettings};
+
+/// Negatives per case in the sampled protocol.
+pub const SAMPLED_NEGATIVES: usize = 100;
+/// Seed of the sampled negatives, fixed so every model meets the same ones.
+const NEGATIVES_SEED: u64 = 2019;
+
+/// One model or baseline on one split.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// `popularity`, or the checkpoint directory's name.
+    pub name: String,
+    /// `popularity`, `bert4rec` or `sasrec`.
+    pub architecture: String,
+    pub checkpoint: Option<PathBuf>,
+    /// Full ranking, test item.
+    pub test: RankingMetrics,
+    /// Full ranking, validation item.
+    pub valid: RankingMetrics,
+    /// SAMPLED protocol (100 popularity negatives), test item. Not comparable to full ranking.
+    pub sampled_test: RankingMetrics,
+}
+
+/// Every model evaluated on one dataset's split.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetReport {
+    pub dataset: MovieLensVersion,
+    pub users: usize,
+    pub items: usize,
+    pub rows: Vec<ModelReport>,
+    /// Why there is no EASE row, when there is none.
+    pub ease_skipped: Option<String>,
+}
+
+/// How the EASE baseline is fitted: λ is the one of `lambdas` with the best validation NDCG@10.
+#[derive(Debug, Clone)]
+pub struct EaseSettings {
+    /// Regularisation values to try; empty turns EASE off.
+    pub lambdas: Vec<f64>,
+    /// Catalogues with more items than this skip EASE (the solve is dense, `items²` memory).
+    pub max_items: usize,
+}
+
+impl Default for EaseSettings {
+    fn default() -> Self {
+        Self {
+            lambdas: vec![100.0, 300.0, 1000.0],
+            max_items: 20_000,
+        }
+    }
+}
+
+/// The whole report: one section per dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationReport {
+    pub datasets: Vec<DatasetReport>,
+}
+
+/// A split and everything derived from it that each model is scored on.
+pub struct EvalSplit {
+    pub split: Vec<SplitUser>,
+    pub popularity: Vec<u32>,
+    pub valid: Vec<EvalCase>,
+    pub test: Vec<EvalCase>,
+    pub negatives: Vec<Vec<u32>>,
+}
+
+impl EvalSplit {
+    /// Prepares the split of `dataset`.
+    pub fn new(dataset: &Dataset) -> Self {
+        let split = leave_one_out(dataset);
+        let popularity = train_popularity(&split, dataset.vocab.len());
+        let valid = cases(&split, Stage::Valid);
+        let test = cases(&split, Stage::Test);
+        let negatives = sample_negatives(&test, &popularity, SAMPLED_NEGATIVES, NEGATIVES_SEED);
+        Self {
+            split,
+            popularity,
+            valid,
+            test,
+            negatives,
+        }
+    }
+
+    /// The popularity baseline's row.
+    pub fn popularity_report(&self) -> ModelReport {
+        let (test, sampled) = popularity_ranks(&self.popularity, &self.test, Some(&self.negatives));
+        let (valid, _) = popularity_ranks(&self.popularity, &self.valid, None);
+        ModelReport {
+            name: "popularity".into(),
+            architecture: "popularity".into(),
+            checkpoint: None,
+            test: RankingMetrics::from_ranks(&test),
+            valid: RankingMetrics::from_ranks(&valid),
+            sampled_test: RankingMetrics::from_ranks(&sampled),
+        }
+    }
+
+    /// The EASE row: fitted on the training items of every user, λ chosen on validation
+    /// NDCG@10 among `settings.lambdas`, then scored on test with the same weights.
+    /// `Err` carries why EASE was skipped.
+    pub fn ease_report(
+        &self,
+        items: usize,
+        settings: &EaseSettings,
+    ) -> Result<ModelReport, String> {
+        if settings.lambdas.is_empty() {
+            return Err("EASE turned off (no lambdas)".into());
+        }
+        let histories: Vec<Vec<usize>> = self
+            .split
+            .iter()
+            .map(|u| u.valid_history().iter().map(|&i| i as usize).collect())
+            .collect();
+        let gram = Gram::new(histories.iter().map(Vec::as_slice), items, settings.max_items)
+            .map_err(|e| e.to_string())?;
+        let mut best: Option<(f64, crate::baseline::Ease, RankingMetrics)> = None;
+        for &lambda in &settings.lambdas {
+            let ease = gram.fit(lambda).map_err(|e| e.to_string())?;
+            let (valid, _) = ease_ranks(&ease, &self.valid, None);
+            let valid = RankingMetrics::from_ranks(&valid);
+            tracing::info!(lambda, valid_ndcg10 = valid.ndcg_10, "EASE fitted");
+            if best.as_ref().is_none_or(|b| valid.ndcg_10 > b.0) {
+                best = Some((valid.ndcg_10, ease, valid));
+            }
+        }
+        let Some((_, ease, valid)) = best else {
+            return Err("EASE turned off (no lambdas)".into());
+        };
+        let (test, sampled) = ease_ranks(&ease, &self.test, Some(&self.negatives));
+        Ok(ModelReport {
+            name: format!("ease (lambda {})", ease.lambda()),
+            architecture: "ease".into(),
+            checkpoint: None,
+            test: RankingMetrics::from_ranks(&test),
+            valid,
+            sampled_test: RankingMetrics::from_ranks(&sampled),
+        })
+    }
+
+    /// A model's row.
+    pub fn model_report(
+        &self,
+        name: &str,
+        model: &SeqModel,
+        checkpoint: Option<PathBuf>,
+    ) -> Result<ModelReport, TrainError> {
+        let (test, sampled) = model_ranks(model, &self.test, Some(&self.negatives), 256)?;
+        let (valid, _) = model_ranks(model, &self.valid, None, 256)?;
+        Ok(ModelReport {
+            name: name.to_string(),
+            architecture: model.config().architecture.name().to_string(),
+            checkpoint,
+            test: RankingMetrics::from_ranks(&test),
+            valid: RankingMetrics::from_ranks(&valid),
+            sampled_test: RankingMetrics::from_ranks(&sampled),
+        })
+    }
+}
+
+/// Checkpoints that share a dataset and data settings, so one baseline serves them all.
+type CheckpointGroup = (
+    MovieLensVersion,
+    DataSettings,
+    Vec<(PathBuf, CheckpointConfig)>,
+);
+
+/// Picks one metrics block out of a model report.
+type MetricsOf = fn(&ModelReport) -> &RankingMetrics;
+
+/// Evaluates checkpoints (grouped by dataset and data settings) with the popularity and EASE
+/// baselines of each group, reading the catalogues under `database_root`. Each of `baselines`
+/// without a checkpoint adds a group of its own with the default data settings.
+pub fn evaluate_checkpoints(
+    dirs: &[PathBuf],
+    baselines: &[MovieLensVersion],
+    database_root: &Path,
+    ease: &EaseSettings,
+) -> Result<EvaluationReport, TrainError> {
+    let mut groups: Vec<CheckpointGroup> = Vec::new();
+    for dir in dirs {
+        let cfg = CheckpointConfig::read(dir)?;
+        match groups
+            .iter_mut()
+            .find(|g| g.0 == cfg.dataset && g.1 == cfg.data)
+        {
+            Some(g) => g.2.push((dir.clone(), cfg)),
+            None => groups.push((cfg.dataset, cfg.data.clone(), vec![(dir.clone(), cfg)])),
+        }
+    }
+    for &version in baselines {
+        if !groups.iter().any(|g| g.0 == version) {
+            groups.push((version, DataSettings::default(), Vec::new()));
+        }
+    }
+    let mut datasets = Vec::new();
+    for (version, data, members) in groups {
+        let catalogue = Catalogue::open(&database_root.join(format!("{version}.db")))?;
+        let dataset = build_dataset(&catalogue.interactions(data.min_rating)?, &data);
+        let eval = EvalSplit::new(&dataset);
+        let mut rows = vec![eval.popularity_report()];
+        let ease_skipped = match eval.ease_report(dataset.vocab.len(), ease) {
+            Ok(row) => {
+                rows.push(row);
+                None
+            }
+            Err(why) => {
+                tracing::warn!("{version}: {why}");
+                Some(why)
+            }
+        };
+        for (dir, cfg) in members {
+            if cfg.vocab != dataset.vocab {
+                return Err(TrainError::Invalid(format!(
+                    "{}: its items differ from the catalogue's; was the catalogue rebuilt?",
+                    dir.display()
+                )));
+            }
+            let (_, model) = checkpoint::load(&dir)?;
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string());
+            rows.push(eval.model_report(&name, &model, Some(dir.clone()))?);
+        }
+        datasets.push(DatasetReport {
+            dataset: version,
+            users: eval.split.len(),
+            items: dataset.vocab.len(),
+            rows,
+            ease_skipped,
+        });
+    }
+    Ok(EvaluationReport { datasets })
+}
+
+/// The report as terminal tables.
+pub fn render(report: &EvaluationReport) -> String {
+    let mut out = String::new();
+    for d in &report.datasets {
+        let _ = writeln!(
+            out,
+            "\n{} — {} users, {} items, leave-one-out",
+            d.dataset, d.users, d.items
+        );
+        if let Some(why) = &d.ease_skipped {
+            let _ = writeln!(out, "  ({why})");
+        }
+        let sections: [(&str, MetricsOf); 3] = [
+            ("test, full ranking (seen items excluded)", |r| &r.test),
+            ("validation, full ranking (seen items excluded)", |r| {
+                &r.valid
+            }),
+            (
+                "test, SAMPLED: 100 negatives by popularity (the paper's protocol; not comparable)",
+                |r| &r.sampled_test,
+            ),
+        ];
+        for (title, pick) in sections {
+            let _ = writeln!(out, "\n  {title}");
+            let _ = writeln!(
+                out,
+                "  {:<40} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                "model", "HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR"
+            );
+            for r in &d.rows {
+                let m = pick(r);
+                let _ = writeln!(
+                    out,
+                    "  {:<40} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4}",
+                    r.name, m.hr_1, m.hr_5, m.hr_10, m.hr_20, m.ndcg_5, m.ndcg_10, m.ndcg_20, m.mrr
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,399 @@
+//! The training loop: AdamW with linear warm-up and decay, gradient clipping, validation
+//! NDCG@10 (full ranking) every few epochs, the best checkpoint kept, early stopping, a time
+//! budget, `metrics.jsonl` and a PNG curve.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::batch::{Batch, cloze_batch, next_item_batch, training_sequences};
+use super::data::{Dataset, build_dataset, leave_one_out, train_popularity};
+use super::evaluate::{Stage, cases, model_metrics};
+use super::{TrainError, TrainOptions, TrainReport, plot};
+use crate::catalogue::Catalogue;
+use crate::model::checkpoint::{self, CheckpointConfig, WEIGHTS_FILE};
+use crate::model::{Architecture, DropoutRng, ModelConfig, SeqModel, reinitialise};
+
+/// One epoch of a run, as written to `metrics.jsonl` (evaluated epochs) and plotted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Mean training loss of the epoch.
+    pub loss: f64,
+    pub valid_hr10: Option<f64>,
+    pub valid_ndcg10: Option<f64>,
+    /// Seconds since the run started.
+    pub seconds: f64,
+    /// Training sequences per second in this epoch.
+    pub seq_per_sec: f64,
+    pub lr: f64,
+}
+
+/// Trains on the catalogue `<database_root>/<dataset>.db`.
+pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
+    train_with_progress(opts, &mut |_| {})
+}
+
+/// [`train`], calling `on_epoch` after every epoch.
+pub fn train_with_progress(
+    opts: &TrainOptions,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<TrainReport, TrainError> {
+    let path = opts.database_root.join(format!("{}.db", opts.dataset));
+    let catalogue = Catalogue::open(&path)?;
+    let interactions = catalogue.interactions(opts.data.min_rating)?;
+    let dataset = build_dataset(&interactions, &opts.data);
+    tracing::info!(
+        users = dataset.users.len(),
+        items = dataset.vocab.len(),
+        interactions = interactions.len(),
+        "dataset built"
+    );
+    train_on_dataset(opts, &dataset, on_epoch)
+}
+
+/// Trains on an already built dataset (the catalogue is not read).
+pub fn train_on_dataset(
+    opts: &TrainOptions,
+    dataset: &Dataset,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<TrainReport, TrainError> {
+    let started = Instant::now();
+    if opts.epochs == 0 || opts.batch_size == 0 || opts.eval_every == 0 {
+        return Err(TrainError::Invalid(
+            "epochs, batch size and eval-every must be positive".into(),
+        ));
+    }
+    let split = leave_one_out(dataset);
+    if split.is_empty() {
+        return Err(TrainError::Invalid(
+            "no user has enough interactions to train on".into(),
+        ));
+    }
+    let popularity = train_popularity(&split, dataset.vocab.len());
+
+    let resumed = match &opts.resume {
+        Some(dir) => Some(CheckpointConfig::read(dir)?),
+        None => None,
+    };
+    let model_cfg = match &resumed {
+        Some(r) => {
+            if r.vocab != dataset.vocab {
+                return Err(TrainError::Invalid(
+                    "the resumed checkpoint was trained on other items".into(),
+                ));
+            }
+            r.model.clone()
+        }
+        None => ModelConfig {
+            architecture: opts.architecture,
+            items: dataset.vocab.len(),
+            hidden: opts.hidden,
+            layers: opts.layers,
+            heads: opts.heads,
+            max_len: opts.max_len,
+            dropout: opts.dropout,
+        },
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = SeqModel::load(vb, &model_cfg)?;
+    let mut varmap = varmap;
+    let start_epoch = match (&opts.resume, &resumed) {
+        (Some(dir), Some(r)) => {
+            varmap.load(dir.join(WEIGHTS_FILE))?;
+            r.best_epoch + 1
+        }
+        _ => {
+            reinitialise(&varmap, opts.seed)?;
+            1
+        }
+    };
+
+    let created_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dir = new_run_dir(&opts.checkpoint_root, opts, &model_cfg, created_at)?;
+    let mut ck = CheckpointConfig {
+        format: 1,
+        dataset: opts.dataset,
+        model: model_cfg.clone(),
+        vocab: dataset.vocab.clone(),
+        popularity,
+        data: opts.data.clone(),
+        training: serde_json::to_value(opts).unwrap_or_default(),
+        best_epoch: 0,
+        metrics: serde_json::Value::Null,
+        created_at,
+    };
+
+    let vars = varmap.all_vars();
+    let (matrices, vectors): (Vec<Var>, Vec<Var>) =
+        vars.iter().cloned().partition(|v| v.rank() >= 2);
+    let mut opt_decay = AdamW::new(
+        matrices,
+        ParamsAdamW {
+            lr: opts.lr,
+            weight_decay: opts.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let mut opt_plain = AdamW::new(
+        vectors,
+        ParamsAdamW {
+            lr: opts.lr,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
+
+    let mut samples = training_sequences(&split, &model_cfg, opts.sliding_step);
+    if samples.is_empty() {
+        return Err(TrainError::Invalid("no training sequences".into()));
+    }
+    let valid_cases = cases(&split, Stage::Valid);
+    let steps_per_epoch = samples.len().div_ceil(opts.batch_size);
+    let total_steps = steps_per_epoch * opts.epochs;
+    let mut step = steps_per_epoch * (start_epoch - 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(start_epoch as u64));
+    let mut drop_rng = DropoutRng::new(opts.seed.wrapping_mul(31).wrapping_add(start_epoch as u64));
+
+    let budget_spent = || {
+        opts.time_budget_secs
+            .is_some_and(|b| started.elapsed().as_secs_f64() >= b as f64)
+    };
+    let epochs_here = (opts.epochs + 1).saturating_sub(start_epoch);
+    let bar = if opts.progress {
+        ProgressBar::new((epochs_here * steps_per_epoch) as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} {wide_bar} {pos}/{len} {msg}")
+    {
+        bar.set_style(style);
+    }
+
+    let metrics_path = dir.join("metrics.jsonl");
+    let mut records: Vec<EpochRecord> = Vec::new();
+    let mut best = (-1.0f64, 0.0f64);
+    let mut since_best = 0usize;
+    let mut stopped_by_budget = false;
+    let mut epochs_run = 0;
+    for epoch in start_epoch..=opts.epochs {
+        let epoch_start = Instant::now();
+        samples.shuffle(&mut rng);
+        let mut loss_sum = 0.0f64;
+        let mut batches = 0usize;
+        let mut lr = opts.lr;
+        for chunk in samples.chunks(opts.batch_size) {
+            let seqs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+            let batch = match model_cfg.architecture {
+                Architecture::Bert4Rec => cloze_batch(
+                    &seqs,
+                    &model_cfg,
+                    opts.mask_prob,
+                    opts.last_item_prob,
+                    &mut rng,
+                )?,
+                Architecture::SasRec => next_item_batch(&seqs, &model_cfg)?,
+            };
+            let loss = batch_loss(&model, &batch, &mut drop_rng)?;
+            let mut grads = loss.backward()?;
+            clip_gradients(&mut grads, &vars, opts.clip_norm)?;
+            lr = schedule(opts.lr, step, opts.warmup_steps, total_steps);
+            opt_decay.set_learning_rate(lr);
+            opt_plain.set_learning_rate(lr);
+            opt_decay.step(&grads)?;
+            opt_plain.step(&grads)?;
+            step += 1;
+            batches += 1;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            let sps = (batches * opts.batch_size) as f64 / epoch_start.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "epoch {epoch} loss {:.4} {sps:.0} seq/s",
+                loss_sum / batches as f64
+            ));
+            bar.inc(1);
+            // The budget is checked per batch, so a slow epoch cannot overrun it by much.
+            if budget_spent() {
+                break;
+            }
+        }
+        epochs_run += 1;
+        let train_secs = epoch_start.elapsed().as_secs_f64();
+        let over_budget = budget_spent();
+        let evaluate_now = epoch % opts.eval_every == 0 || epoch == opts.epochs || over_budget;
+        let mut record = EpochRecord {
+            epoch,
+            loss: loss_sum / batches.max(1) as f64,
+            valid_hr10: None,
+            valid_ndcg10: None,
+            seconds: 0.0,
+            seq_per_sec: (batches * opts.batch_size).min(samples.len()) as f64 / train_secs,
+            lr,
+        };
+        let mut stop = false;
+        if evaluate_now {
+            let m = model_metrics(&model, &valid_cases, 256)?;
+            record.valid_hr10 = Some(m.hr_10);
+            record.valid_ndcg10 = Some(m.ndcg_10);
+            if m.ndcg_10 > best.0 {
+                best = (m.ndcg_10, m.hr_10);
+                since_best = 0;
+                ck.best_epoch = epoch;
+                ck.metrics = serde_json::json!({ "valid": m });
+                checkpoint::save(&dir, &varmap, &ck)?;
+            } else {
+                since_best += 1;
+                stop = since_best >= opts.patience;
+            }
+            record.seconds = started.elapsed().as_secs_f64();
+            append_line(&metrics_path, &record)?;
+            tracing::info!(
+                epoch,
+                loss = record.loss,
+                valid_ndcg10 = m.ndcg_10,
+                valid_hr10 = m.hr_10,
+                "evaluated"
+            );
+        }
+        record.seconds = started.elapsed().as_secs_f64();
+        on_epoch(&record);
+        records.push(record);
+        if over_budget {
+            stopped_by_budget = true;
+            break;
+        }
+        if stop {
+            tracing::info!(epoch, "early stop: no improvement");
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    if let Err(e) = plot::training_curve(&records, &dir.join("training_curve.png")) {
+        tracing::warn!("could not draw the training curve: {e}");
+    }
+    Ok(TrainReport {
+        checkpoint: dir,
+        best_epoch: ck.best_epoch,
+        best_valid_ndcg10: best.0.max(0.0),
+        best_valid_hr10: best.1,
+        epochs_run,
+        seconds: started.elapsed().as_secs_f64(),
+        stopped_by_budget,
+    })
+}
+
+/// Cross-entropy over all items at the batch's loss positions (training mode).
+pub(crate) fn batch_loss(
+    model: &SeqModel,
+    batch: &Batch,
+    drop_rng: &mut DropoutRng,
+) -> candle_core::Result<candle_core::Tensor> {
+    let hidden = model.encode(&batch.ids, Some(drop_rng))?;
+    let picked = hidden.index_select(&batch.positions, 0)?;
+    let logits = model.scores(&picked)?;
+    candle_nn::loss::cross_entropy(&logits, &batch.targets)
+}
+
+/// Linear warm-up to `base` over `warmup` steps, then linear decay to zero at `total`.
+fn schedule(base: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let rest = total.saturating_sub(warmup).max(1) as f64;
+    let done = (step - warmup) as f64;
+    base * (1.0 - done / rest).max(0.02)
+}
+
+/// Scales all gradients down so that their global norm is at most `max_norm`.
+fn clip_gradients(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> candle_core::Result<()> {
+    if max_norm <= 0.0 {
+        return Ok(());
+    }
+    let mut sq = 0.0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        }
+    }
+    let norm = sq.sqrt();
+    if norm > max_norm {
+        let scale = max_norm / norm;
+        for v in vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let scaled = (g * scale)?;
+                grads.insert(v.as_tensor(), scaled);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn new_run_dir(
+    root: &Path,
+    opts: &TrainOptions,
+    cfg: &ModelConfig,
+    created_at: u64,
+) -> Result<PathBuf, TrainError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    };
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let base = format!("{}-{}-{created_at}", opts.dataset, cfg.architecture);
+    for n in 0.. {
+        let name = if n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let dir = root.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(&dir)(e)),
+        }
+    }
+    Err(TrainError::Invalid(
+        "no free checkpoint directory name".into(),
+    ))
+}
+
+fn append_line(path: &Path, record: &EpochRecord) -> Result<(), TrainError> {
+    let io = |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    let line = serde_json::to_string(record).unwrap_or_default();
+    writeln!(f, "{line}").map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule;
+
+    #[test]
+    fn schedule_warms_up_then_decays() {
+        assert!((schedule(1.0, 0, 10, 110) - 0.1).abs() < 1e-12);
+        assert!((schedule(1.0, 9, 10, 110) - 1.0).abs() < 1e-12);
+        assert!((schedule(1.0, 60, 10, 110) - 0.5).abs() < 1e-12);
+        assert!((schedule(1.0, 200, 10, 110) - 0.02).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,522 @@
+//! Model, training, evaluation and recommendation tests (tiny models, small data).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use movierec::catalogue::Catalogue;
+use movierec::config::MovieLensVersion;
+use movierec::model::checkpoint::{self, CheckpointConfig, DataSettings, latest_checkpoint};
+use movierec::model::{
+    Architecture, DropoutRng, ItemVocab, ModelConfig, SeqModel, pad_left, reinitialise,
+};
+use movierec::recommend::{RecommendRequest, Recommender};
+use movierec::train::batch::{cloze_batch, next_item_batch};
+use movierec::train::data::{Dataset, UserHistory, build_dataset, leave_one_out, split_movie_ids};
+use movierec::train::report::EvalSplit;
+use movierec::train::{TrainOptions, train_on_dataset};
+use rand::SeedableRng;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+fn tiny_cfg(architecture: Architecture, items: usize) -> ModelConfig {
+    ModelConfig {
+        architecture,
+        items,
+        hidden: 16,
+        layers: 2,
+        heads: 2,
+        max_len: 12,
+        dropout: 0.1,
+    }
+}
+
+fn fresh(cfg: &ModelConfig, seed: u64) -> (VarMap, SeqModel) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = SeqModel::load(vb, cfg).unwrap();
+    reinitialise(&varmap, seed).unwrap();
+    (varmap, model)
+}
+
+fn ck_config(cfg: &ModelConfig) -> CheckpointConfig {
+    CheckpointConfig {
+        format: 1,
+        dataset: MovieLensVersion::Ml100k,
+        model: cfg.clone(),
+        vocab: ItemVocab::new((1..=cfg.items as i64).collect()),
+        popularity: (0..cfg.items as u32).collect(),
+        data: DataSettings::default(),
+        training: serde_json::Value::Null,
+        best_epoch: 1,
+        metrics: serde_json::Value::Null,
+        created_at: 1,
+    }
+}
+
+/// Users walking a cycle of `items` movies: movie `i` is always followed by `i % items + 1`.
+fn cyclic_dataset(items: usize, users: usize, len: usize) -> Dataset {
+    let vocab = ItemVocab::new((1..=items as i64).collect());
+    let users = (0..users)
+        .map(|u| UserHistory {
+            user_id: u as i64 + 1,
+            items: (0..len).map(|j| ((u * 7 + j) % items) as u32).collect(),
+        })
+        .collect();
+    Dataset { vocab, users }
+}
+
+#[test]
+fn shapes() {
+    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+        let cfg = tiny_cfg(arch, 30);
+        let (_, model) = fresh(&cfg, 1);
+        let ids = pad_left(
+            &[vec![1, 2, 3], vec![4, 5, 6, 7, 8]],
+            cfg.pad(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(ids.dims(), &[2, 5]);
+        let hidden = model.encode(&ids, None).unwrap();
+        assert_eq!(hidden.dims(), &[10, 16]);
+        assert_eq!(model.scores(&hidden).unwrap().dims(), &[10, 30]);
+        assert_eq!(model.score_last(&ids).unwrap().dims(), &[2, 30]);
+        let long: Vec<u32> = (0..40).map(|i| i % 30).collect();
+        let h: [&[u32]; 3] = [&[1], &[2, 3], &long];
+        assert_eq!(model.score_histories(&h).unwrap().dims(), &[3, 30]);
+    }
+}
+
+#[test]
+fn padding_is_never_attended() {
+    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+        let cfg = tiny_cfg(arch, 30);
+        let (varmap, model) = fresh(&cfg, 2);
+        let short: &[u32] = &[3, 1, 4];
+        let long: &[u32] = &[5, 9, 2, 6, 5, 3, 5];
+        let alone = model
+            .score_histories(&[short])
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let batched = model
+            .score_histories(&[short, long])
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in alone[0].iter().zip(&batched[0]) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // Change what sits at the padded positions (the padding embedding): nothing moves.
+        let ids = pad_left(&[short.to_vec(), long.to_vec()], cfg.pad(), &Device::Cpu).unwrap();
+        let before = model.encode(&ids, None).unwrap().to_vec2::<f32>().unwrap();
+        let name = "embeddings.items";
+        let table = varmap.data().lock().unwrap()[name].as_tensor().clone();
+        let mut rows = table.to_vec2::<f32>().unwrap();
+        for v in rows[cfg.pad() as usize].iter_mut() {
+            *v += 3.0;
+        }
+        varmap.data().lock().unwrap()[name]
+            .set(&Tensor::new(rows, &Device::Cpu).unwrap())
+            .unwrap();
+        let after = model.encode(&ids, None).unwrap().to_vec2::<f32>().unwrap();
+        let pads = 7 - short.len();
+        for (row, (b, a)) in before.iter().zip(&after).enumerate() {
+            if row < pads {
+                continue; // the padded positions of the short sequence themselves
+            }
+            assert_eq!(b, a, "row {row} changed with the padding embedding");
+        }
+    }
+}
+
+#[test]
+fn sasrec_is_causal() {
+    let cfg = tiny_cfg(Architecture::SasRec, 30);
+    let (_, model) = fresh(&cfg, 3);
+    let a = pad_left(&[vec![1, 2, 3, 4, 5]], cfg.pad(), &Device::Cpu).unwrap();
+    let b = pad_left(&[vec![1, 2, 3, 4, 17]], cfg.pad(), &Device::Cpu).unwrap();
+    let ha = model
+        .scores(&model.encode(&a, None).unwrap())
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let hb = model
+        .scores(&model.encode(&b, None).unwrap())
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for pos in 0..4 {
+        assert_eq!(ha[pos], hb[pos], "position {pos} saw the future");
+    }
+    assert_ne!(ha[4], hb[4]);
+    // BERT4Rec is bidirectional: the same change moves earlier positions.
+    let cfg = tiny_cfg(Architecture::Bert4Rec, 30);
+    let (_, model) = fresh(&cfg, 3);
+    let ha = model.encode(&a, None).unwrap().to_vec2::<f32>().unwrap();
+    let hb = model.encode(&b, None).unwrap().to_vec2::<f32>().unwrap();
+    assert_ne!(ha[0], hb[0]);
+}
+
+#[test]
+fn every_parameter_changes_after_one_step() {
+    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+        let cfg = tiny_cfg(arch, 30);
+        let (varmap, model) = fresh(&cfg, 4);
+        let snapshot: HashMap<String, Vec<f32>> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
+            .collect();
+        let seqs: Vec<Vec<u32>> = (0..8).map(|u| (u..u + 10).collect()).collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let batch = match arch {
+            Architecture::Bert4Rec => cloze_batch(&refs, &cfg, 0.3, 0.1, &mut rng).unwrap(),
+            Architecture::SasRec => next_item_batch(&refs, &cfg).unwrap(),
+        };
+        let mut drop = DropoutRng::new(6);
+        let hidden = model.encode(&batch.ids, Some(&mut drop)).unwrap();
+        let logits = model
+            .scores(&hidden.index_select(&batch.positions, 0).unwrap())
+            .unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &batch.targets).unwrap();
+        let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW::default()).unwrap();
+        opt.backward_step(&loss).unwrap();
+        let data = varmap.data().lock().unwrap();
+        assert_eq!(data.len(), snapshot.len());
+        for (name, before) in &snapshot {
+            let after = data[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_ne!(&after, before, "{arch}: parameter {name} did not change");
+        }
+    }
+}
+
+#[test]
+fn save_and_reload_give_bit_identical_scores() {
+    let cfg = tiny_cfg(Architecture::Bert4Rec, 30);
+    let (varmap, model) = fresh(&cfg, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run");
+    checkpoint::save(&ck, &varmap, &ck_config(&cfg)).unwrap();
+    let (read_cfg, loaded) = checkpoint::load(&ck).unwrap();
+    assert_eq!(read_cfg.model, cfg);
+    let h: [&[u32]; 2] = [&[1, 2, 3], &[0, 29, 5, 5, 8]];
+    let a = model.score_histories(&h).unwrap().to_vec2::<f32>().unwrap();
+    let b = loaded
+        .score_histories(&h)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        latest_checkpoint(dir.path(), MovieLensVersion::Ml100k),
+        Some(ck.clone())
+    );
+    assert_eq!(
+        latest_checkpoint(dir.path(), MovieLensVersion::LatestSmall),
+        None
+    );
+    let mut newer = ck_config(&cfg);
+    newer.created_at = 2;
+    checkpoint::save(&dir.path().join("newer"), &varmap, &newer).unwrap();
+    assert_eq!(
+        latest_checkpoint(dir.path(), MovieLensVersion::Ml100k),
+        Some(dir.path().join("newer"))
+    );
+}
+
+fn overfit(arch: Architecture) -> (PathBuf, tempfile::TempDir) {
+    let items = 20;
+    let dataset = cyclic_dataset(items, 60, 14);
+    let root = tempfile::tempdir().unwrap();
+    let opts = TrainOptions {
+        checkpoint_root: root.path().to_path_buf(),
+        architecture: arch,
+        hidden: 32,
+        layers: 1,
+        heads: 2,
+        max_len: 12,
+        dropout: 0.0,
+        mask_prob: 0.3,
+        last_item_prob: 0.2,
+        lr: 5e-3,
+        warmup_steps: 5,
+        batch_size: 16,
+        epochs: 150,
+        eval_every: 10,
+        patience: 4,
+        ..TrainOptions::default()
+    };
+    let report = train_on_dataset(&opts, &dataset, &mut |_| {}).unwrap();
+    assert!(report.best_valid_hr10 > 0.9, "{report:?}");
+    let (_, model) = checkpoint::load(&report.checkpoint).unwrap();
+    let eval = EvalSplit::new(&dataset);
+    let row = eval.model_report("m", &model, None).unwrap();
+    assert!(row.test.hr_1 > 0.9, "{arch}: test HR@1 {}", row.test.hr_1);
+    assert!(report.checkpoint.join("metrics.jsonl").is_file());
+    (report.checkpoint, root)
+}
+
+#[test]
+fn overfits_a_deterministic_pattern_and_recommends_correctly() {
+    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+        let (dir, _root) = overfit(arch);
+        let rec = Recommender::load(&dir).unwrap();
+        assert_eq!(rec.info().architecture, arch.name());
+        assert_eq!(rec.info().items, 20);
+        // After 18, 19, 20 comes 1.
+        let top = rec
+            .recommend(&RecommendRequest {
+                sequence: vec![18, 19, 20],
+                avoided: vec![],
+                k: 3,
+            })
+            .unwrap();
+        assert!(!top.fallback);
+        assert_eq!(top.items[0].movie_id, 1, "{arch}: {top:?}");
+        // Never an input or an avoided movie, even when asking for everything.
+        let all = rec
+            .recommend(&RecommendRequest {
+                sequence: vec![18, 999, 19, 20],
+                avoided: vec![1, 5, 12345],
+                k: 100,
+            })
+            .unwrap();
+        assert_eq!(all.unknown_ids, vec![999]);
+        let got: Vec<i64> = all.items.iter().map(|s| s.movie_id).collect();
+        assert_eq!(got.len(), 20 - 5);
+        for banned in [18, 19, 20, 1, 5] {
+            assert!(!got.contains(&banned));
+        }
+        assert!(all.items.windows(2).all(|w| w[0].score >= w[1].score));
+        // Empty and all-unknown histories fall back to popularity.
+        let batch = rec
+            .recommend_batch(&[
+                RecommendRequest {
+                    sequence: vec![],
+                    avoided: vec![],
+                    k: 2,
+                },
+                RecommendRequest {
+                    sequence: vec![5000, 6000],
+                    avoided: vec![],
+                    k: 2,
+                },
+                RecommendRequest {
+                    sequence: (1..=20).cycle().take(50).collect(),
+                    avoided: vec![],
+                    k: 5,
+                },
+            ])
+            .unwrap();
+        assert!(batch[0].fallback && batch[1].fallback && !batch[2].fallback);
+        assert_eq!(batch[1].unknown_ids, vec![5000, 6000]);
+        assert_eq!(batch[0].items.len(), 2);
+        assert!(batch[2].items.is_empty(), "every movie was an input");
+    }
+}
+
+/// Writes a catalogue with the given movies and ratings `(user, movie, rating, timestamp)`.
+fn load_catalogue(dest: &Path, movies: &[i64], ratings: &[(i64, i64, f64, i64)]) {
+    let cat = Catalogue::create(dest).unwrap();
+    let tx = cat.connection().unchecked_transaction().unwrap();
+    {
+        let mut m = tx
+            .prepare("INSERT INTO movies (movie_id, title) VALUES (?1, ?2)")
+            .unwrap();
+        for &id in movies {
+            m.execute(rusqlite::params![id, format!("movie {id}")])
+                .unwrap();
+        }
+        let mut r = tx
+            .prepare(
+                "INSERT INTO ratings (user_id, movie_id, rating, timestamp) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .unwrap();
+        for &(u, i, rating, t) in ratings {
+            r.execute(rusqlite::params![u, i, rating, t]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// Ratings `(user, movie, rating, timestamp)` of a shared MovieLens release.
+fn shared_ratings(version: &str) -> Vec<(i64, i64, f64, i64)> {
+    let dir = shared().join("data/movielens").join(version);
+    let (file, sep, skip) = if version == "ml-100k" {
+        ("u.data", '\t', 0)
+    } else {
+        ("ratings.csv", ',', 1)
+    };
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    text.lines()
+        .skip(skip)
+        .map(|line| {
+            let f: Vec<&str> = line.trim().split(sep).collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn movies_of(ratings: &[(i64, i64, f64, i64)]) -> Vec<i64> {
+    let mut m: Vec<i64> = ratings.iter().map(|r| r.1).collect();
+    m.sort_unstable();
+    m.dedup();
+    m
+}
+
+#[test]
+fn split_matches_the_shared_split_on_both_datasets() {
+    for version in ["ml-100k", "ml-latest-small"] {
+        let ratings = shared_ratings(version);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.db");
+        load_catalogue(&db, &movies_of(&ratings), &ratings);
+        let cat = Catalogue::open(&db).unwrap();
+        let ds = build_dataset(&cat.interactions(None).unwrap(), &DataSettings::default());
+        let ours = split_movie_ids(&leave_one_out(&ds), &ds.vocab);
+        let path = shared()
+            .join("data/splits")
+            .join(format!("{version}.jsonl"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut users = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let user = v["user"].as_i64().unwrap();
+            let train: Vec<i64> = v["train"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect();
+            let expected = (
+                train,
+                v["valid"].as_i64().unwrap(),
+                v["test"].as_i64().unwrap(),
+            );
+            assert_eq!(ours.get(&user), Some(&expected), "{version} user {user}");
+            users += 1;
+        }
+        assert_eq!(users, ours.len(), "{version}: user count");
+    }
+}
+
+#[test]
+fn cli_trains_evaluates_and_recommends() {
+    let items = 20i64;
+    let mut ratings = Vec::new();
+    for u in 0..40i64 {
+        for j in 0..12i64 {
+            ratings.push((u + 1, (u * 3 + j) % items + 1, 4.0, 1000 + j));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db_root = dir.path().join("db");
+    std::fs::create_dir_all(&db_root).unwrap();
+    load_catalogue(
+        &db_root.join("ml-100k.db"),
+        &(1..=items).collect::<Vec<_>>(),
+        &ratings,
+    );
+    let ck_root = dir.path().join("ck");
+    let bin = env!("CARGO_BIN_EXE_movierec");
+    let out = Command::new(bin)
+        .args(["train", "--version", "ml-100k", "--database-root"])
+        .arg(&db_root)
+        .arg("--checkpoint-root")
+        .arg(&ck_root)
+        .args([
+            "--epochs",
+            "4",
+            "--hidden",
+            "16",
+            "--layers",
+            "1",
+            "--max-len",
+            "8",
+            "--eval-every",
+            "2",
+            "--batch-size",
+            "8",
+        ])
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ck = latest_checkpoint(&ck_root, MovieLensVersion::Ml100k).unwrap();
+    let metrics = std::fs::read_to_string(ck.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let cfg = CheckpointConfig::read(&ck).unwrap();
+    assert_eq!(cfg.model.architecture, Architecture::Bert4Rec);
+    assert!(cfg.best_epoch == 2 || cfg.best_epoch == 4);
+
+    let report = dir.path().join("report.json");
+    let out = Command::new(bin)
+        .arg("evaluate")
+        .arg("--checkpoint")
+        .arg(&ck)
+        .arg("--database-root")
+        .arg(&db_root)
+        .arg("--output")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("SAMPLED") && stdout.contains("popularity"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let rows = json["datasets"][0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(json["datasets"][0]["users"], 40);
+    let hr10 = rows[1]["test"]["hr_10"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&hr10));
+
+    let out = Command::new(bin)
+        .arg("recommend")
+        .arg("--checkpoint")
+        .arg(&ck)
+        .args(["--sequence", "1,2,3", "--avoid", "4", "-k", "5", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<i64> = answer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["movie_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    assert!(ids.iter().all(|i| ![1, 2, 3, 4].contains(i)));
+}
