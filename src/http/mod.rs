@@ -1,0 +1,120 @@
+//! The HTTP API (actix-web): [`Application::build`] binds the listener (port 0 picks a free one)
+//! and wires the routes; handlers only talk to the [`JobQueue`] trait and the catalogue pool.
+//!
+//! Routes: `POST /recommend`, `GET /recommend/{job_id}`, `GET /movies/search`,
+//! `GET /movies/{id}`, `GET /health`, `GET /metrics`, `GET /openapi.json`, and the demo page at
+//! `/` with its assets under `/static/`.
+
+mod auth;
+mod error;
+pub mod metrics;
+mod openapi;
+mod pool;
+pub mod routes;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+pub use error::{ApiError, ErrorBody};
+pub use metrics::HttpMetrics;
+pub use openapi::ApiDoc;
+pub use pool::CataloguePool;
+
+use crate::config::{Secret, ServerSettings};
+use crate::queue::JobQueue;
+use crate::recommend::ModelInfo;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Longest `wait_ms` a caller may ask for.
+pub const MAX_WAIT_MS: u64 = 10_000;
+
+/// Request limits the handlers enforce.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_k: usize,
+    pub max_sequence: usize,
+    pub max_search_limit: usize,
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub queue: Arc<dyn JobQueue>,
+    pub catalogue: CataloguePool,
+    pub limits: Limits,
+    pub secret: Option<Secret>,
+    pub metrics: HttpMetrics,
+    /// What answers, shown on the demo page (`None` when the API process has no checkpoint).
+    pub model: Option<ModelInfo>,
+    /// Random per-process token the demo page's cookie carries (see [`routes::page`]).
+    pub ui_token: String,
+}
+
+/// The parts an [`Application`] is built from (so `serve`, `serve --embedded` and tests can pick
+/// the queue backend).
+pub struct AppDeps {
+    pub queue: Arc<dyn JobQueue>,
+    pub catalogue: CataloguePool,
+    pub metrics: HttpMetrics,
+    /// What answers, for the demo page.
+    pub model: Option<ModelInfo>,
+}
+
+/// A bound, not yet running API server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds `settings.host:settings.port` and prepares the server.
+    pub fn build(settings: &ServerSettings, deps: AppDeps) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            queue: deps.queue,
+            catalogue: deps.catalogue,
+            limits: Limits {
+                max_k: settings.max_k.max(1),
+                max_sequence: settings.max_sequence,
+                max_search_limit: settings.max_search_limit.max(1),
+            },
+            secret: settings.required_secret().cloned(),
+            metrics: deps.metrics,
+            model: deps.model,
+            ui_token: uuid::Uuid::new_v4().simple().to_string(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(metrics::track))
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        tracing::info!(port, "API listening");
+        Ok(Self { port, server })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop it gracefully.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM/SIGINT or [`ServerHandle::stop`]); in-flight requests finish
+    /// first.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

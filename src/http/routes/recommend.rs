@@ -1,0 +1,412 @@
+//! `POST /recommend` (validate, enqueue, optionally wait) and `GET /recommend/{job_id}`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::http::auth::authorize;
+use crate::http::{ApiError, AppState, Limits, MAX_BODY_BYTES, MAX_WAIT_MS};
+use crate::queue::{JobId, JobState, JobStatus};
+use crate::recommend::{ModelInfo, RecommendRequest};
+
+/// Bytes of an oversized body read (and dropped) before answering 413, so the client sees the
+/// answer rather than a reset connection.
+const MAX_DRAIN_BYTES: usize = 8 * 1024 * 1024;
+
+/// The body of `POST /recommend`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RecommendBody {
+    /// Movie ids watched, oldest first (positive integers).
+    pub sequence: Vec<i64>,
+    /// Movie ids never to recommend.
+    #[serde(default)]
+    pub avoided: Vec<i64>,
+    /// How many movies to return.
+    pub k: usize,
+}
+
+/// A job was accepted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub job_id: String,
+    /// Always `queued`.
+    pub status: &'static str,
+    /// Where to poll: `/recommend/{job_id}`.
+    pub status_url: String,
+}
+
+/// A recommended movie with its catalogue details.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemView {
+    pub movie_id: i64,
+    /// `null` only if the catalogue lacks a movie the model knows.
+    pub title: Option<String>,
+    pub year: Option<i32>,
+    pub genres: Vec<String>,
+    pub imdb_id: Option<String>,
+    pub tmdb_id: Option<i64>,
+    pub score: f32,
+}
+
+/// The model that answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelView {
+    pub architecture: String,
+    pub dataset: String,
+    pub checkpoint: String,
+    pub items: usize,
+    pub max_len: usize,
+}
+
+impl From<ModelInfo> for ModelView {
+    fn from(m: ModelInfo) -> Self {
+        Self {
+            architecture: m.architecture,
+            dataset: m.dataset,
+            checkpoint: m.checkpoint,
+            items: m.items,
+            max_len: m.max_len,
+        }
+    }
+}
+
+/// A finished job's recommendation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultView {
+    pub items: Vec<ItemView>,
+    /// Sequence ids the model does not know; they were skipped.
+    pub unknown_ids: Vec<i64>,
+    /// True when popularity answered because no sequence movie was known.
+    pub fallback: bool,
+    pub model: ModelView,
+}
+
+/// Where a job stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub job_id: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Queues a recommendation job.
+#[utoipa::path(
+    post,
+    path = "/recommend",
+    request_body = RecommendBody,
+    params(("wait_ms" = Option<u64>, Query, description = "Wait up to this many ms (max 10000) for the result")),
+    responses(
+        (status = 202, description = "Queued", body = Accepted),
+        (status = 200, description = "Finished within wait_ms", body = JobView),
+        (status = 400, description = "Malformed JSON", body = crate::http::ErrorBody),
+        (status = 401, description = "Missing or wrong secret", body = crate::http::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::http::ErrorBody),
+        (status = 422, description = "A field is invalid", body = crate::http::ErrorBody),
+        (status = 429, description = "Queue full; see Retry-After", body = crate::http::ErrorBody),
+        (status = 503, description = "Queue unavailable", body = crate::http::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn post_recommend(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let wait_ms = parse_wait_ms(req.query_string())?;
+    let body = read_body(&req, payload).await?;
+    let request = parse_request(&body, &state.limits)?;
+    let id = state.queue.enqueue(request).await?;
+    if let Some(ms) = wait_ms.filter(|&ms| ms > 0)
+        && let Some(status) = state.queue.wait(&id, Duration::from_millis(ms)).await?
+        && status.state.is_terminal()
+    {
+        let view = job_view(&state, &id, status).await?;
+        return Ok(HttpResponse::Ok().json(view));
+    }
+    let status_url = format!("/recommend/{id}");
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, status_url.clone()))
+        .json(Accepted {
+            job_id: id.to_string(),
+            status: JobState::Queued.as_str(),
+            status_url,
+        }))
+}
+
+/// A job's status, with its result once done.
+#[utoipa::path(
+    get,
+    path = "/recommend/{job_id}",
+    params(("job_id" = String, Path, description = "Id returned by POST /recommend")),
+    responses(
+        (status = 200, description = "The job's status", body = JobView),
+        (status = 401, description = "Missing or wrong secret", body = crate::http::ErrorBody),
+        (status = 404, description = "Unknown or expired job", body = crate::http::ErrorBody),
+        (status = 503, description = "Queue unavailable", body = crate::http::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_job(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let unknown = || ApiError::NotFound("no such job (or its result has expired)".into());
+    let id = JobId::parse(&path).ok_or_else(unknown)?;
+    let status = state.queue.status(&id).await?.ok_or_else(unknown)?;
+    let view = job_view(&state, &id, status).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+fn parse_wait_ms(query: &str) -> Result<Option<u64>, ApiError> {
+    let params = web::Query::<HashMap<String, String>>::from_query(query)
+        .map_err(|e| ApiError::invalid("wait_ms", format!("bad query string: {e}")))?;
+    match params.get("wait_ms") {
+        None => Ok(None),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(ms) if ms <= MAX_WAIT_MS => Ok(Some(ms)),
+            _ => Err(ApiError::invalid(
+                "wait_ms",
+                format!("wait_ms must be a whole number from 0 to {MAX_WAIT_MS}"),
+            )),
+        },
+    }
+}
+
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+    let too_large = ApiError::PayloadTooLarge {
+        limit: MAX_BODY_BYTES,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY_BYTES));
+    let mut seen = 0usize;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("unreadable body: {e}")))?;
+        seen += chunk.len();
+        if seen > MAX_BODY_BYTES {
+            if seen > MAX_DRAIN_BYTES {
+                break;
+            }
+            continue;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if seen > MAX_BODY_BYTES || declared.is_some_and(|d| d > MAX_BODY_BYTES) {
+        return Err(too_large);
+    }
+    Ok(body)
+}
+
+/// Parses and validates a `POST /recommend` body.
+pub fn parse_request(body: &[u8], limits: &Limits) -> Result<RecommendRequest, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::Validation {
+            field: None,
+            message: "the body must be a JSON object".into(),
+        });
+    };
+    if let Some(extra) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "sequence" | "avoided" | "k"))
+    {
+        return Err(ApiError::invalid(
+            extra.as_str(),
+            format!("unknown field `{extra}` (expected sequence, avoided, k)"),
+        ));
+    }
+    let sequence = match map.get("sequence") {
+        None => return Err(ApiError::invalid("sequence", "sequence is required")),
+        Some(v) => ids("sequence", v, limits.max_sequence)?,
+    };
+    let avoided = match map.get("avoided") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => ids("avoided", v, limits.max_sequence.max(1000))?,
+    };
+    let k_error = || {
+        ApiError::invalid(
+            "k",
+            format!("k must be a whole number from 1 to {}", limits.max_k),
+        )
+    };
+    let k = match map.get("k") {
+        None => return Err(ApiError::invalid("k", "k is required")),
+        Some(v) => v.as_u64().ok_or_else(k_error)?,
+    };
+    if k == 0 || k > limits.max_k as u64 {
+        return Err(k_error());
+    }
+    Ok(RecommendRequest {
+        sequence,
+        avoided,
+        k: k as usize,
+    })
+}
+
+fn ids(field: &str, value: &Value, max_len: usize) -> Result<Vec<i64>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be an array of movie ids"),
+        ));
+    };
+    if items.len() > max_len {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{field} holds {} ids; at most {max_len} are allowed",
+                items.len()
+            ),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v.as_i64() {
+            Some(id) if id > 0 => Ok(id),
+            _ => Err(ApiError::invalid(
+                field,
+                format!("{field}[{i}] must be a positive integer movie id, got {v}"),
+            )),
+        })
+        .collect()
+}
+
+/// Turns a job status into its API view, with catalogue details on each item.
+async fn job_view(state: &AppState, id: &JobId, status: JobStatus) -> Result<JobView, ApiError> {
+    let result = match status.result {
+        None => None,
+        Some(out) => {
+            let ids: Vec<i64> = out
+                .recommendation
+                .items
+                .iter()
+                .map(|m| m.movie_id)
+                .collect();
+            let mut movies = state.catalogue.run(move |c| c.movies_by_ids(&ids)).await?;
+            let items = out
+                .recommendation
+                .items
+                .into_iter()
+                .map(|scored| {
+                    let m = movies.remove(&scored.movie_id);
+                    ItemView {
+                        movie_id: scored.movie_id,
+                        year: m.as_ref().and_then(|m| m.year),
+                        imdb_id: m.as_ref().and_then(|m| m.imdb_id.clone()),
+                        tmdb_id: m.as_ref().and_then(|m| m.tmdb_id),
+                        genres: m.as_ref().map(|m| m.genres.clone()).unwrap_or_default(),
+                        title: m.map(|m| m.title),
+                        score: scored.score,
+                    }
+                })
+                .collect();
+            Some(ResultView {
+                items,
+                unknown_ids: out.recommendation.unknown_ids,
+                fallback: out.recommendation.fallback,
+                model: out.model.into(),
+            })
+        }
+    };
+    Ok(JobView {
+        job_id: id.to_string(),
+        status: status.state.as_str(),
+        result,
+        error: status.error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_k: 100,
+        max_sequence: 5,
+        max_search_limit: 50,
+    };
+
+    fn field_of(body: &str) -> (u16, Option<String>) {
+        use actix_web::ResponseError;
+        let e = parse_request(body.as_bytes(), &LIMITS).unwrap_err();
+        let field = match &e {
+            ApiError::Validation { field, .. } => field.clone(),
+            _ => None,
+        };
+        (e.status_code().as_u16(), field)
+    }
+
+    #[test]
+    fn accepts_a_valid_body() {
+        let r = parse_request(br#"{"sequence":[1,2],"k":3}"#, &LIMITS).unwrap();
+        assert_eq!(r.sequence, vec![1, 2]);
+        assert!(r.avoided.is_empty());
+        assert_eq!(r.k, 3);
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        assert_eq!(field_of("{"), (400, None));
+        assert_eq!(field_of(r#"{"k":3}"#), (422, Some("sequence".into())));
+        assert_eq!(field_of(r#"{"sequence":[1]}"#), (422, Some("k".into())));
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":0}"#),
+            (422, Some("k".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":1000000}"#),
+            (422, Some("k".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":2.5}"#),
+            (422, Some("k".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1,-2],"k":3}"#),
+            (422, Some("sequence".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":["1"],"k":3}"#),
+            (422, Some("sequence".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"avoided":[0],"k":3}"#),
+            (422, Some("avoided".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1,2,3,4,5,6],"k":3}"#),
+            (422, Some("sequence".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":3,"kk":1}"#),
+            (422, Some("kk".into()))
+        );
+        assert_eq!(field_of("[1,2]"), (422, None));
+    }
+
+    #[test]
+    fn wait_ms_is_bounded() {
+        assert_eq!(parse_wait_ms("").unwrap(), None);
+        assert_eq!(parse_wait_ms("wait_ms=250").unwrap(), Some(250));
+        assert!(parse_wait_ms("wait_ms=10001").is_err());
+        assert!(parse_wait_ms("wait_ms=abc").is_err());
+    }
+}

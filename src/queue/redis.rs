@@ -1,0 +1,494 @@
+//! The Redis queue: jobs pushed with apalis-redis (so `movierec worker` consumes them with an
+//! apalis worker), statuses and results read back from the task metadata apalis keeps, finished
+//! jobs woken through Redis pub/sub, and results purged after their time to live.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
+use apalis_redis::{Config, RedisStorage};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Notify;
+
+use super::types::now_ms;
+use super::{JobId, JobOutput, JobQueue, JobState, JobStatus, QueueError, RecommendJob};
+use crate::recommend::RecommendRequest;
+
+/// apalis retries a failed task at most this many times before it declares it dead (hard-coded
+/// in its Lua script).
+const APALIS_MAX_ATTEMPTS: u32 = 25;
+
+/// How often a waiter re-reads a job's status when no notification arrives.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Deletes the metadata, payload and set entries of jobs whose results have expired.
+const PURGE_SCRIPT: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[3] .. ':' .. id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('SREM', KEYS[3], id)
+  redis.call('SREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
+";
+
+/// Where and how the Redis queue runs.
+#[derive(Debug, Clone)]
+pub struct RedisQueueConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// apalis queue name; the API and the workers must agree on it.
+    pub queue: String,
+    /// Most jobs allowed to wait; beyond it `enqueue` answers [`QueueError::Full`].
+    pub cap: u64,
+    /// How long finished results stay readable.
+    pub result_ttl: Duration,
+    /// Bound on every Redis round trip.
+    pub timeout: Duration,
+    /// Worker heartbeat interval; a worker silent for three of them is presumed dead and its jobs
+    /// go back to the queue.
+    pub heartbeat: Duration,
+}
+
+impl RedisQueueConfig {
+    /// The apalis configuration for this queue.
+    pub fn apalis_config(&self, batch_size: usize) -> Config {
+        Config::default()
+            .queue(&self.queue)
+            .heartbeat_interval(self.heartbeat)
+            .missed_heartbeats(3)
+            .batch_size(batch_size.max(1))
+            .emit_events(true)
+    }
+
+    /// The pub/sub channel apalis publishes on when a job is pushed or released.
+    pub fn available_channel(&self) -> String {
+        format!("tasks:{}:active:available", self.queue)
+    }
+}
+
+type Waiters = Mutex<HashMap<String, Arc<Notify>>>;
+
+/// A [`JobQueue`] on Redis; cheap to clone.
+#[derive(Clone)]
+pub struct RedisQueue {
+    cfg: RedisQueueConfig,
+    apalis: Config,
+    client: redis::Client,
+    conn: ConnectionManager,
+    storage: RedisStorage<RecommendJob>,
+    waiters: Arc<Waiters>,
+    expiry_key: String,
+}
+
+impl RedisQueue {
+    /// Connects lazily (a Redis that is down at start-up is reported by [`JobQueue::ping`], not
+    /// here) and starts the listener that wakes waiters when jobs finish. Needs a tokio runtime.
+    pub fn connect(cfg: RedisQueueConfig) -> Result<Self, QueueError> {
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| QueueError::Unavailable(format!("bad REDIS_URL: {e}")))?;
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.timeout))
+            .set_response_timeout(Some(cfg.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        let apalis = cfg.apalis_config(1);
+        let storage = RedisStorage::new(conn.clone()).with_config(apalis.clone());
+        let waiters: Arc<Waiters> = Arc::default();
+        let expiry_key = format!("{}:movierec:expiry", cfg.queue);
+        tokio::spawn(listen_for_finished(
+            client.clone(),
+            vec![
+                format!("tasks:{}", apalis.done_jobs_set()),
+                format!("tasks:{}", apalis.dead_jobs_set()),
+            ],
+            Arc::downgrade(&waiters),
+        ));
+        Ok(Self {
+            cfg,
+            apalis,
+            client,
+            conn,
+            storage,
+            waiters,
+            expiry_key,
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &RedisQueueConfig {
+        &self.cfg
+    }
+
+    /// A client for extra connections (the worker's pub/sub wake-ups).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The shared connection (apalis storages of workers use it too).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Records that `id` finished now, so that [`RedisQueue::purge_expired`] removes it once its
+    /// result's time to live has passed.
+    pub async fn schedule_expiry(&self, id: &str) -> Result<(), QueueError> {
+        let at = now_ms() / 1000 + self.cfg.result_ttl.as_secs();
+        let mut conn = self.conn.clone();
+        let key = self.expiry_key.clone();
+        let id = id.to_owned();
+        self.bounded(async move {
+            let added: redis::RedisResult<()> = conn.zadd(key, id, at).await;
+            added
+        })
+        .await
+    }
+
+    /// Deletes up to `limit` jobs whose results have expired; returns how many.
+    pub async fn purge_expired(&self, limit: usize) -> Result<u64, QueueError> {
+        let script = redis::Script::new(PURGE_SCRIPT);
+        let mut conn = self.conn.clone();
+        let now = now_ms() / 1000;
+        let meta = self.apalis.job_meta_hash();
+        let keys = [
+            self.expiry_key.clone(),
+            self.apalis.job_data_hash(),
+            self.apalis.done_jobs_set(),
+            self.apalis.dead_jobs_set(),
+        ];
+        self.bounded(async move {
+            let mut inv = script.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(now).arg(limit).arg(meta);
+            inv.invoke_async::<u64>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, QueueError> {
+        match tokio::time::timeout(self.cfg.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(QueueError::Unavailable(e.to_string())),
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "Redis did not answer within {:?}",
+                self.cfg.timeout
+            ))),
+        }
+    }
+
+    async fn read_status(&self, id: &JobId) -> Result<Option<JobStatus>, QueueError> {
+        let key = format!("{}:{}", self.apalis.job_meta_hash(), id.as_str());
+        let mut conn = self.conn.clone();
+        let meta: HashMap<String, String> =
+            self.bounded(async move { conn.hgetall(key).await }).await?;
+        if meta.is_empty() {
+            return Ok(None);
+        }
+        let ttl = self.cfg.result_ttl.as_secs();
+        if let Some(done_at) = meta.get("done_at").and_then(|d| d.parse::<u64>().ok())
+            && done_at + ttl < now_ms() / 1000
+            && matches!(
+                meta.get("status").map(String::as_str),
+                Some("Done" | "Killed")
+            )
+        {
+            return Ok(None);
+        }
+        status_from_meta(&meta).map(Some)
+    }
+
+    fn waiter(&self, id: &JobId) -> Arc<Notify> {
+        let mut map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.as_str().to_owned()).or_default().clone()
+    }
+
+    fn forget_waiter(&self, id: &JobId) {
+        let mut map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(id.as_str());
+    }
+}
+
+/// Turns apalis' task metadata into a job status.
+fn status_from_meta(meta: &HashMap<String, String>) -> Result<JobStatus, QueueError> {
+    let attempts: u32 = meta
+        .get("attempts")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let outcome = meta
+        .get("result")
+        .map(|raw| {
+            serde_json::from_str::<Result<serde_json::Value, String>>(raw)
+                .map_err(|e| QueueError::Corrupt(format!("job result: {e}")))
+        })
+        .transpose()?;
+    let last_error = match &outcome {
+        Some(Err(e)) => Some(clean_error(e)),
+        _ => None,
+    };
+    let status = match meta.get("status").map(String::as_str) {
+        Some("Done") => match outcome {
+            Some(Ok(value)) => {
+                let out: JobOutput = serde_json::from_value(value)
+                    .map_err(|e| QueueError::Corrupt(format!("job output: {e}")))?;
+                JobStatus {
+                    state: JobState::Done,
+                    result: Some(out),
+                    error: None,
+                }
+            }
+            _ => JobStatus {
+                state: JobState::Failed,
+                result: None,
+                error: Some(last_error.unwrap_or_else(|| "the job stored no result".into())),
+            },
+        },
+        Some("Killed") => JobStatus {
+            state: JobState::Failed,
+            result: None,
+            error: Some(last_error.unwrap_or_else(|| "the job was aborted".into())),
+        },
+        Some("Failed") if attempts >= APALIS_MAX_ATTEMPTS => JobStatus {
+            state: JobState::Failed,
+            result: None,
+            error: last_error,
+        },
+        // A failed attempt waits for its retry.
+        Some("Failed") | Some("Pending") | Some("Queued") | None => JobStatus {
+            state: JobState::Queued,
+            result: None,
+            error: last_error,
+        },
+        Some("Running") => JobStatus {
+            state: JobState::Running,
+            result: None,
+            error: last_error,
+        },
+        Some(other) => return Err(QueueError::Corrupt(format!("unknown job status {other}"))),
+    };
+    Ok(status)
+}
+
+/// apalis prefixes abort errors; callers only need the reason.
+fn clean_error(e: &str) -> String {
+    e.strip_prefix("AbortError: ").unwrap_or(e).to_owned()
+}
+
+/// Subscribes to the channels apalis publishes finished job ids on and wakes their waiters;
+/// reconnects after an outage, and stops once the queue is dropped.
+async fn listen_for_finished(client: redis::Client, channels: Vec<String>, waiters: Weak<Waiters>) {
+    loop {
+        if waiters.strong_count() == 0 {
+            return;
+        }
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                let mut ok = true;
+                for ch in &channels {
+                    if pubsub.subscribe(ch).await.is_err() {
+                        ok = false;
+                    }
+                }
+                if ok {
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        let next =
+                            tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
+                        let Some(waiters) = waiters.upgrade() else {
+                            return;
+                        };
+                        match next {
+                            Ok(Some(msg)) => {
+                                if let Ok(id) = msg.get_payload::<String>() {
+                                    let map = waiters.lock().unwrap_or_else(|p| p.into_inner());
+                                    if let Some(n) = map.get(&id) {
+                                        n.notify_one();
+                                    }
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "pub/sub connection failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+impl JobQueue for RedisQueue {
+    fn enqueue(&self, request: RecommendRequest) -> BoxFuture<'_, Result<JobId, QueueError>> {
+        async move {
+            let depth = self.depth().await?;
+            if depth >= self.cfg.cap {
+                return Err(QueueError::Full {
+                    depth,
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            let id = JobId::mint();
+            let task = TaskBuilder::new(RecommendJob::new(request))
+                .task_id(TaskId::from_string(id.as_str()))
+                .build();
+            let mut storage = self.storage.clone();
+            match tokio::time::timeout(self.cfg.timeout, storage.push_task(task)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(QueueError::Unavailable(e.to_string())),
+                Err(_) => {
+                    return Err(QueueError::Unavailable(
+                        "Redis did not accept the job in time".into(),
+                    ));
+                }
+            }
+            // apalis files a pushed task under its scheduled set (due now) without announcing
+            // it; announce it so idle workers fetch at once instead of at their next poll.
+            let mut conn = self.conn.clone();
+            let channel = self.cfg.available_channel();
+            let announce = id.to_string();
+            if let Err(e) = self
+                .bounded(async move {
+                    let n: redis::RedisResult<u64> = conn.publish(channel, announce).await;
+                    n
+                })
+                .await
+            {
+                tracing::debug!(error = %e, "could not announce a job; workers will poll for it");
+            }
+            Ok(id)
+        }
+        .boxed()
+    }
+
+    fn status<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<JobStatus>, QueueError>> {
+        self.read_status(id).boxed()
+    }
+
+    fn wait<'a>(
+        &'a self,
+        id: &'a JobId,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<JobStatus>, QueueError>> {
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let notify = self.waiter(id);
+            let result = loop {
+                let status = match self.read_status(id).await {
+                    Ok(s) => s,
+                    Err(e) => break Err(e),
+                };
+                let finished = status.as_ref().is_none_or(|s| s.state.is_terminal());
+                let now = tokio::time::Instant::now();
+                if finished || now >= deadline {
+                    break Ok(status);
+                }
+                let nap = (deadline - now).min(WAIT_POLL);
+                let _ = tokio::time::timeout(nap, notify.notified()).await;
+            };
+            self.forget_waiter(id);
+            result
+        }
+        .boxed()
+    }
+
+    fn depth(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
+        async move {
+            // Pushed jobs wait in the scheduled set until a worker promotes them to the active
+            // list; both count as waiting.
+            let mut conn = self.conn.clone();
+            let active = self.apalis.active_jobs_list();
+            let scheduled = self.apalis.scheduled_jobs_set();
+            let (a, s): (u64, u64) = self
+                .bounded(async move {
+                    redis::pipe()
+                        .llen(active)
+                        .zcard(scheduled)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            Ok(a + s)
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueueError>> {
+        async move {
+            let mut conn = self.conn.clone();
+            let pong: String = self
+                .bounded(async move { redis::cmd("PING").query_async(&mut conn).await })
+                .await?;
+            if pong == "PONG" {
+                Ok(())
+            } else {
+                Err(QueueError::Unavailable(format!("PING answered {pong}")))
+            }
+        }
+        .boxed()
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn statuses_map_from_apalis_metadata() {
+        let queued = status_from_meta(&meta(&[("status", "Pending"), ("attempts", "0")])).unwrap();
+        assert_eq!(queued.state, JobState::Queued);
+        let running = status_from_meta(&meta(&[("status", "Running")])).unwrap();
+        assert_eq!(running.state, JobState::Running);
+        let killed = status_from_meta(&meta(&[
+            ("status", "Killed"),
+            ("result", r#"{"Err":"AbortError: k must be at least 1"}"#),
+        ]))
+        .unwrap();
+        assert_eq!(killed.state, JobState::Failed);
+        assert_eq!(killed.error.as_deref(), Some("k must be at least 1"));
+        let retrying = status_from_meta(&meta(&[
+            ("status", "Failed"),
+            ("attempts", "1"),
+            ("result", r#"{"Err":"model busy"}"#),
+        ]))
+        .unwrap();
+        assert_eq!(retrying.state, JobState::Queued);
+        assert_eq!(retrying.error.as_deref(), Some("model busy"));
+        let done = status_from_meta(&meta(&[
+            ("status", "Done"),
+            (
+                "result",
+                r#"{"Ok":{"items":[{"movie_id":5,"score":2.0}],"unknown_ids":[],"fallback":false,
+                   "model":{"architecture":"a","dataset":"d","checkpoint":"c","items":1,"max_len":2}}}"#,
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(done.state, JobState::Done);
+        assert_eq!(done.result.unwrap().recommendation.items[0].movie_id, 5);
+        assert!(status_from_meta(&meta(&[("status", "Weird")])).is_err());
+    }
+}

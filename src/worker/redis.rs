@@ -1,0 +1,196 @@
+//! The apalis worker that consumes the Redis queue.
+//!
+//! - Wake-ups come from Redis pub/sub (the API announces every push), with a 100 ms interval as a
+//!   safety net for scheduled retries and re-queued orphans, so an idle worker picks a job up in
+//!   about a millisecond instead of waiting for a poll.
+//! - Bad input is aborted (apalis marks it `Killed`, no retry); a transient model error is
+//!   retried by apalis with backoff until `max_attempts`, then aborted with its error.
+//! - A backend error (Redis outage) stops the apalis worker; this loop starts a fresh one, under
+//!   a new name, once Redis answers again.
+//! - On shutdown the worker stops fetching, finishes its in-flight jobs and acknowledges them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{
+    AbortError, Attempt, BackendExt, BoxDynError, Data, TaskId, WorkerBuilder, WorkerBuilderExt,
+};
+use apalis_redis::RedisStorage;
+use futures::StreamExt;
+use futures::channel::mpsc;
+use tokio::sync::watch;
+
+use super::{JobError, JobRunner};
+use crate::queue::{JobOutput, RecommendJob, RedisQueue};
+
+/// Safety-net poll for jobs that arrive without a pub/sub message (retries, orphans).
+const FALLBACK_POLL: Duration = Duration::from_millis(100);
+
+/// How a Redis worker process runs.
+#[derive(Debug, Clone)]
+pub struct RedisWorkerConfig {
+    /// Worker name, unique among the processes sharing the queue.
+    pub name: String,
+    /// Jobs in flight at once.
+    pub concurrency: usize,
+    /// Jobs fetched from Redis per round trip.
+    pub fetch_batch: usize,
+    /// Attempts a job with a transient error gets before it fails for good.
+    pub max_attempts: u32,
+}
+
+#[derive(Clone)]
+struct HandlerCtx {
+    runner: JobRunner,
+    queue: RedisQueue,
+    max_attempts: u32,
+}
+
+async fn handle(
+    job: RecommendJob,
+    attempt: Attempt,
+    id: TaskId,
+    ctx: Data<Arc<HandlerCtx>>,
+) -> Result<JobOutput, BoxDynError> {
+    let outcome = ctx.runner.run(&job).await;
+    let last_try = attempt.current() >= ctx.max_attempts.max(1) as usize;
+    let finished = outcome.is_ok() || matches!(outcome, Err(JobError::BadInput(_))) || last_try;
+    if finished && let Err(e) = ctx.queue.schedule_expiry(&id.to_string()).await {
+        tracing::warn!(job = %id, error = %e, "could not schedule the result's expiry");
+    }
+    match outcome {
+        Ok(out) => Ok(out),
+        Err(JobError::BadInput(e)) => Err(AbortError::new(e).into()),
+        Err(JobError::Transient(e)) if last_try => Err(AbortError::new(format!(
+            "{e} (gave up after {} attempts)",
+            attempt.current()
+        ))
+        .into()),
+        Err(JobError::Transient(e)) => {
+            tracing::warn!(job = %id, attempt = attempt.current(), error = %e, "job failed; apalis will retry");
+            Err(e.into())
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` turns true (or its sender drops), restarting it after
+/// backend errors. Finishes in-flight jobs before it returns.
+pub async fn run_redis_worker(
+    queue: RedisQueue,
+    runner: JobRunner,
+    config: RedisWorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let purge = tokio::spawn(purge_loop(queue.clone(), shutdown.clone()));
+    let ctx = Arc::new(HandlerCtx {
+        runner,
+        queue: queue.clone(),
+        max_attempts: config.max_attempts,
+    });
+    let mut generation = 0usize;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let name = format!("{}-{generation}", config.name);
+        let apalis_cfg = queue.config().apalis_config(config.fetch_batch);
+        let wake = wakeups(queue.client().clone(), queue.config().available_channel());
+        let storage = RedisStorage::<RecommendJob>::new(queue.connection())
+            .with_config(apalis_cfg)
+            .poll_with_stream(wake);
+        let worker = WorkerBuilder::new(name.as_str())
+            .backend(storage)
+            .concurrency(config.concurrency.max(1))
+            .data(ctx.clone())
+            .build(handle);
+        let mut stop = shutdown.clone();
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        };
+        tracing::info!(worker = %name, concurrency = config.concurrency, "worker started");
+        match worker.run_until(signal).await {
+            Ok(()) => break,
+            Err(e) if *shutdown.borrow() => {
+                tracing::warn!(worker = %name, error = %e, "worker stopped with an error");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(worker = %name, error = %e, "worker failed; restarting in 1 s");
+                let mut stop = shutdown.clone();
+                let _ = tokio::time::timeout(Duration::from_secs(1), stop.wait_for(|s| *s)).await;
+                generation += 1;
+            }
+        }
+    }
+    purge.abort();
+    tracing::info!("worker drained");
+}
+
+/// Purges expired results now and then.
+async fn purge_loop(queue: RedisQueue, mut shutdown: watch::Receiver<bool>) {
+    let every =
+        (queue.config().result_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        match queue.purge_expired(1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired results purged"),
+            Err(e) => tracing::debug!(error = %e, "purge failed"),
+        }
+        if tokio::time::timeout(every, shutdown.wait_for(|s| *s))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// A stream that yields whenever apalis announces a new job, and every [`FALLBACK_POLL`].
+fn wakeups(client: redis::Client, channel: String) -> mpsc::Receiver<()> {
+    let (mut tx, rx) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FALLBACK_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let pubsub =
+                match tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await
+                {
+                    Ok(Ok(mut p)) => match p.subscribe(&channel).await {
+                        Ok(()) => Some(p),
+                        Err(_) => None,
+                    },
+                    _ => None,
+                };
+            match pubsub {
+                Some(p) => {
+                    let mut messages = p.into_on_message();
+                    loop {
+                        tokio::select! {
+                            m = messages.next() => if m.is_none() { break },
+                            _ = tick.tick() => {},
+                        }
+                        if !poke(&mut tx) {
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                    if !poke(&mut tx) {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Signals the worker; false once it has gone.
+fn poke(tx: &mut mpsc::Sender<()>) -> bool {
+    match tx.try_send(()) {
+        Ok(()) => true,
+        Err(e) => !e.is_disconnected(),
+    }
+}

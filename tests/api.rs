@@ -1,0 +1,10 @@
+//! Integration tests of the recommendation API: the real `movierec` binary (`serve`,
+//! `serve --embedded`, `worker`) against a real `redis-server` on a free port and a real
+//! catalogue built from ml-100k. One test binary; helpers and groups live in `tests/api/`.
+
+mod api {
+    pub mod helpers;
+
+    mod embedded;
+    mod redis;
+}

@@ -1,0 +1,332 @@
+//! Shared helpers: a throwaway `redis-server`, a real ml-100k catalogue in a temp dir, and the
+//! real `movierec` binary spawned as `serve`, `serve --embedded` or `worker`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest any helper waits for a process or a condition.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn log_target(dir: &Path, name: &str) -> Stdio {
+    if std::env::var_os("TEST_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+    }
+}
+
+/// A `redis-server` of our own on a free loopback port, without persistence.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let mut r = Self {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (again) on the same port, empty, and waits for PONG.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis is already running");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("redis to answer PING", TIMEOUT, || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+            s.write_all(b"PING\r\n").ok()?;
+            let mut buf = [0u8; 7];
+            s.read_exact(&mut buf).ok()?;
+            (&buf == b"+PONG\r\n").then_some(())
+        });
+    }
+
+    /// Kills it (SIGKILL) and waits for it to go.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A synchronous connection for assertions.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where the shared ml-100k files are (`/work/shared` next to the worktrees).
+pub fn ml100k_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/movielens/ml-100k")
+}
+
+/// Builds `<dir>/ml-100k.db` from the real ml-100k files with the library's own dump.
+pub fn build_catalogue(dir: &Path) -> PathBuf {
+    let report = movierec::catalogue::dump::dump(&movierec::catalogue::dump::DumpOptions {
+        version: movierec::config::MovieLensVersion::Ml100k,
+        source: Some(ml100k_dir()),
+        database_root: dir.to_path_buf(),
+        dataset_root: dir.join("datasets"),
+        base_url: "http://127.0.0.1:9/unused".into(),
+    })
+    .unwrap();
+    report.path
+}
+
+/// A spawned `movierec` process.
+pub struct Proc {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Proc {
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > TIMEOUT {
+                let _ = child.kill();
+                panic!("process did not exit in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A test environment: a temp dir holding the catalogue, and the settings every process gets.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub vars: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        build_catalogue(dir.path());
+        let vars = vec![
+            ("DATABASE_ROOT", dir.path().to_str().unwrap()),
+            ("MOVIELENS_VERSION", "ml-100k"),
+            ("RECSYS_HOST", "127.0.0.1"),
+            ("RECSYS_HEARTBEAT_SECS", "1"),
+            ("RECSYS_REDIS_TIMEOUT_MS", "500"),
+            ("RUST_LOG", "info"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Self { dir, vars }
+    }
+
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.vars.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn command(&self, args: &[&str], extra: &[(&str, &str)], log: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_movierec"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log_target(self.dir.path(), log))
+            .stderr(log_target(self.dir.path(), &format!("{log}.err")));
+        cmd
+    }
+
+    /// `movierec serve [extra args]` on a free port; returns once it answers `/health`.
+    pub fn serve(&self, args: &[&str], extra: &[(&str, &str)]) -> Proc {
+        let port = free_port();
+        let port_s = port.to_string();
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let mut env: Vec<(&str, &str)> = vec![("RECSYS_PORT", port_s.as_str())];
+        env.extend_from_slice(extra);
+        let child = self
+            .command(&all, &env, &format!("serve-{port}"))
+            .spawn()
+            .unwrap();
+        let proc = Proc {
+            child: Some(child),
+            port,
+        };
+        let url = format!("{}/health", proc.base());
+        wait_until("the server to answer /health", TIMEOUT, || {
+            client().get(&url).send().ok().map(|_| ())
+        });
+        proc
+    }
+
+    /// `movierec worker`.
+    pub fn worker(&self, name: &str, extra: &[(&str, &str)]) -> Proc {
+        let mut env: Vec<(&str, &str)> = vec![("RECSYS_WORKER_NAME", name)];
+        env.extend_from_slice(extra);
+        let child = self
+            .command(&["worker"], &env, &format!("worker-{name}"))
+            .spawn()
+            .unwrap();
+        Proc {
+            child: Some(child),
+            port: 0,
+        }
+    }
+}
+
+/// A blocking HTTP client with a bounded timeout.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// POSTs a JSON body to `/recommend{query}`; returns (status, headers' Retry-After, body).
+pub fn post_recommend(base: &str, query: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let res = client()
+        .post(format!("{base}/recommend{query}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let status = res.status().as_u16();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let json = serde_json::from_str(&res.text().unwrap()).unwrap_or(Value::Null);
+    (status, retry, json)
+}
+
+/// GETs a JSON document; returns (status, body).
+pub fn get_json(url: &str) -> (u16, Value) {
+    let res = client().get(url).send().unwrap();
+    let status = res.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&res.text().unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// Polls a job until it is done or failed.
+pub fn poll_until_finished(base: &str, job_id: &str) -> Value {
+    let url = format!("{base}/recommend/{job_id}");
+    wait_until("the job to finish", TIMEOUT, || {
+        let (status, body) = get_json(&url);
+        assert_eq!(status, 200, "{body}");
+        matches!(body["status"].as_str(), Some("done" | "failed")).then_some(body)
+    })
+}
+
+/// Checks a finished job's result against its request: k items, none from the sequence or
+/// the avoided list, each with a catalogue title, scores not increasing.
+pub fn assert_good_result(body: &Value, sequence: &[i64], avoided: &[i64], k: usize) {
+    assert_eq!(body["status"], "done", "{body}");
+    let items = body["result"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), k, "{body}");
+    let mut last = f64::INFINITY;
+    for item in items {
+        let id = item["movie_id"].as_i64().unwrap();
+        assert!(
+            !sequence.contains(&id) && !avoided.contains(&id),
+            "{id} was excluded"
+        );
+        assert!(!item["title"].as_str().unwrap().is_empty());
+        assert!(item["genres"].is_array());
+        let score = item["score"].as_f64().unwrap();
+        assert!(score <= last);
+        last = score;
+    }
+    assert_eq!(body["result"]["model"]["architecture"], "popularity");
+    assert_eq!(body["result"]["model"]["dataset"], "ml-100k");
+}

@@ -1,0 +1,214 @@
+//! `serve` + `worker` processes sharing a real `redis-server`.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use serde_json::json;
+
+use super::helpers::*;
+
+const QUEUE: &str = "movierec:test";
+
+fn env_for(redis: &Redis) -> Env {
+    Env::new()
+        .with("REDIS_URL", &redis.url())
+        .with("RECSYS_QUEUE", QUEUE)
+}
+
+#[test]
+fn redis_end_to_end_poll_wait_and_unknown_job() {
+    let redis = Redis::start();
+    let env = env_for(&redis);
+    let server = env.serve(&[], &[]);
+    let _worker = env.worker("w1", &[]);
+    let base = server.base();
+
+    let seq = [1i64, 50];
+    let body = json!({"sequence": seq, "k": 5});
+    let (status, _, accepted) = post_recommend(&base, "", &body);
+    assert_eq!(status, 202, "{accepted}");
+    let job_id = accepted["job_id"].as_str().unwrap();
+    let done = poll_until_finished(&base, job_id);
+    assert_good_result(&done, &seq, &[], 5);
+    assert_eq!(done["result"]["items"][0]["movie_id"], 258);
+
+    let avoided = [258i64, 100];
+    let (status, _, waited) = post_recommend(
+        &base,
+        "?wait_ms=5000",
+        &json!({"sequence": seq, "avoided": avoided, "k": 4}),
+    );
+    assert_eq!(status, 200, "{waited}");
+    assert_good_result(&waited, &seq, &avoided, 4);
+    assert_eq!(waited["result"]["items"][0]["movie_id"], 181);
+
+    // An idle system answers a waiting caller quickly (pub/sub wake-ups, not poll intervals).
+    let started = Instant::now();
+    let (status, _, _) = post_recommend(&base, "?wait_ms=5000", &json!({"sequence": [1], "k": 3}));
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let (status, err) = get_json(&format!("{base}/recommend/{}", uuid::Uuid::new_v4()));
+    assert_eq!(
+        (status, err["error_type"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    let (status, health) = get_json(&format!("{base}/health"));
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["queue"]["backend"], "redis");
+    assert_eq!(health["queue"]["ok"], true);
+
+    // The result lives in Redis under the explicit queue name, with its expiry scheduled.
+    let mut conn = redis.conn();
+    let state: String = conn
+        .hget(format!("{QUEUE}:meta:{job_id}"), "status")
+        .unwrap();
+    assert_eq!(state, "Done");
+    let expiry: Option<f64> = conn
+        .zscore(format!("{QUEUE}:movierec:expiry"), job_id)
+        .unwrap();
+    assert!(expiry.is_some());
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after() {
+    let redis = Redis::start();
+    let env = env_for(&redis).with("RECSYS_QUEUE_CAP", "3");
+    let server = env.serve(&[], &[]);
+    let base = server.base();
+    let body = json!({"sequence": [1], "k": 3});
+    for _ in 0..3 {
+        assert_eq!(post_recommend(&base, "", &body).0, 202);
+    }
+    let (status, retry, err) = post_recommend(&base, "", &body);
+    assert_eq!(status, 429, "{err}");
+    assert_eq!(err["error_type"], "queue_full");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // Nothing consumed them: the depth shows on /metrics.
+    let metrics = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("movierec_queue_depth 3"), "{metrics}");
+}
+
+#[test]
+fn redis_outage_gives_503_then_everything_recovers() {
+    let mut redis = Redis::start();
+    let env = env_for(&redis);
+    let server = env.serve(&[], &[]);
+    let _worker = env.worker("w1", &[]);
+    let base = server.base();
+    let body = json!({"sequence": [1], "k": 3});
+    assert_eq!(post_recommend(&base, "?wait_ms=5000", &body).0, 200);
+
+    redis.kill();
+    let started = Instant::now();
+    let (status, retry, err) = post_recommend(&base, "", &body);
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error_type"], "unavailable");
+    assert!(retry.is_some());
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+    let (status, health) = get_json(&format!("{base}/health"));
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["queue"]["ok"], false);
+    assert_eq!(health["catalogue"]["ok"], true);
+
+    redis.restart();
+    wait_until("the API to see Redis again", TIMEOUT, || {
+        (get_json(&format!("{base}/health")).0 == 200).then_some(())
+    });
+    // The worker reconnects on its own and serves new jobs.
+    let done = wait_until("a job to complete after the outage", TIMEOUT, || {
+        let (status, _, res) = post_recommend(&base, "?wait_ms=2000", &body);
+        (status == 200).then_some(res)
+    });
+    assert_good_result(&done, &[1], &[], 3);
+}
+
+#[test]
+fn two_workers_share_one_queue_and_every_job_completes_once() {
+    let redis = Redis::start();
+    let env = env_for(&redis)
+        .with("RECSYS_BATCH_SIZE", "2")
+        .with("RECSYS_WORKER_CONCURRENCY", "2")
+        .with("RECSYS_BATCH_DELAY_MS", "20");
+    let server = env.serve(&[], &[]);
+    let metrics_port = free_port().to_string();
+    let _a = env.worker(
+        "wa",
+        &[("RECSYS_WORKER_METRICS_PORT", metrics_port.as_str())],
+    );
+    let _b = env.worker("wb", &[]);
+    let base = server.base();
+    let ids: Vec<String> = (0..40)
+        .map(|i| {
+            let (status, _, acc) =
+                post_recommend(&base, "", &json!({"sequence": [i % 20 + 1], "k": 2}));
+            assert_eq!(status, 202);
+            acc["job_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut conn = redis.conn();
+    let mut workers = HashSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let done = poll_until_finished(&base, id);
+        assert_good_result(&done, &[i as i64 % 20 + 1], &[], 2);
+        let meta = format!("{QUEUE}:meta:{id}");
+        let by: String = conn.hget(&meta, "locked_by").unwrap();
+        let attempts: u32 = conn.hget(&meta, "attempts").unwrap();
+        assert_eq!(attempts, 1, "job {id} ran more than once");
+        workers.insert(by.split('-').next().unwrap().to_owned());
+    }
+    assert_eq!(
+        workers,
+        HashSet::from(["wa".to_owned(), "wb".to_owned()]),
+        "both workers take jobs"
+    );
+    let done: usize = conn.scard(format!("{QUEUE}:done")).unwrap();
+    assert_eq!(done, 40);
+
+    // Worker `wa` serves its own batch and job metrics.
+    let metrics = client()
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"movierec_jobs_total{outcome="done"}"#))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let handled: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((1..40).contains(&handled), "{line}");
+    assert!(metrics.contains("movierec_batch_size_bucket"));
+}
+
+#[test]
+fn sigterm_lets_the_worker_finish_its_job_and_exit_0() {
+    let redis = Redis::start();
+    let env = env_for(&redis).with("RECSYS_BATCH_DELAY_MS", "1500");
+    let server = env.serve(&[], &[]);
+    let mut worker = env.worker("slow", &[]);
+    let base = server.base();
+    let (status, _, acc) = post_recommend(&base, "", &json!({"sequence": [1], "k": 3}));
+    assert_eq!(status, 202);
+    let id = acc["job_id"].as_str().unwrap().to_owned();
+    let url = format!("{base}/recommend/{id}");
+    wait_until("the worker to hold the job", TIMEOUT, || {
+        (get_json(&url).1["status"] == "running").then_some(())
+    });
+    let exit = worker.terminate();
+    assert!(exit.success(), "{exit:?}");
+    let (status, body) = get_json(&url);
+    assert_eq!(status, 200);
+    assert_good_result(&body, &[1], &[], 3);
+}
