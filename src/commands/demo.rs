@@ -1,0 +1,144 @@
+//! `movierec demo`: the one command a newcomer runs. It dumps ml-latest-small when no catalogue
+//! exists, trains a model within a time budget when no checkpoint exists, then serves the page
+//! and the API (in-process worker and queue, or Redis with `--redis`) and prints the URL.
+//! A second run reuses the catalogue and the checkpoint.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use anyhow::Context;
+use movierec::catalogue::dump::{DumpOptions, dump};
+use movierec::config::DownloadSettings;
+use movierec::model::checkpoint::latest_checkpoint;
+use movierec::train::{TrainOptions, train};
+
+use super::serve::ServeArgs;
+
+/// Arguments of `movierec demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub download: DownloadSettings,
+    /// Local zip or folder of the release, instead of downloading it (first run only).
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// Wall-clock seconds the first run may spend training (the best epoch so far is kept).
+    #[arg(long, env = "DEMO_TRAIN_SECS", default_value_t = 150)]
+    pub train_secs: u64,
+    /// Use the Redis at `REDIS_URL` and start one `movierec worker` beside the API, instead of
+    /// the in-process queue. Implied when `REDIS_URL` is set in the environment or `.env`.
+    #[arg(long)]
+    pub redis: bool,
+    /// Dump and train when missing, then exit without serving (the compose `init` service).
+    #[arg(long)]
+    pub prepare_only: bool,
+}
+
+/// Runs `movierec demo`.
+pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
+    let catalogue = &args.serve.catalogue;
+    let db = catalogue.database_path();
+    if db.is_file() {
+        println!("catalogue: reusing {}", db.display());
+    } else {
+        println!(
+            "catalogue: none at {}, dumping {}",
+            db.display(),
+            catalogue.version
+        );
+        let report = dump(&DumpOptions {
+            version: catalogue.version,
+            source: args.source.clone(),
+            database_root: catalogue.database_root.clone(),
+            dataset_root: args.download.dataset_root.clone(),
+            base_url: args.download.movielens_base_url.clone(),
+        })
+        .context("dumping the catalogue")?;
+        println!(
+            "catalogue: {} movies, {} ratings in {:.1} s",
+            report.counts.movies, report.counts.ratings, report.seconds
+        );
+    }
+
+    let root = args.serve.worker.checkpoint_root.clone();
+    let existing = args
+        .serve
+        .worker
+        .checkpoint
+        .clone()
+        .or_else(|| latest_checkpoint(&root, catalogue.version));
+    match existing {
+        Some(dir) => println!("model: reusing {}", dir.display()),
+        None => {
+            println!(
+                "model: no checkpoint under {}, training for at most {} s",
+                root.display(),
+                args.train_secs
+            );
+            let opts = TrainOptions {
+                dataset: catalogue.version,
+                database_root: catalogue.database_root.clone(),
+                checkpoint_root: root.clone(),
+                time_budget_secs: Some(args.train_secs),
+                progress: std::io::stderr().is_terminal(),
+                ..TrainOptions::default()
+            };
+            let report = train(&opts).context("training the demo model")?;
+            println!(
+                "model: {} (best epoch {}, validation NDCG@10 {:.4}, HR@10 {:.4}, {:.0} s)",
+                report.checkpoint.display(),
+                report.best_epoch,
+                report.best_valid_ndcg10,
+                report.best_valid_hr10,
+                report.seconds
+            );
+        }
+    }
+    if args.prepare_only {
+        return Ok(());
+    }
+
+    let host = match args.serve.server.host.as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1",
+        other => other,
+    }
+    .to_owned();
+    println!(
+        "open http://{host}:{}/ (Ctrl-C stops)",
+        args.serve.server.port
+    );
+    // `REDIS_URL` in the environment (or `.env`) means the operator runs a Redis: use it.
+    if args.redis || std::env::var_os("REDIS_URL").is_some() {
+        let _worker = WorkerChild::spawn()?;
+        args.serve.embedded = false;
+        super::serve::run(args.serve)
+    } else {
+        args.serve.embedded = true;
+        super::serve::run(args.serve)
+    }
+}
+
+/// A `movierec worker` child process, stopped when the demo exits.
+struct WorkerChild(Child);
+
+impl WorkerChild {
+    fn spawn() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the movierec binary")?;
+        // The child inherits the environment, so it reads the same settings.
+        let child = Command::new(exe)
+            .arg("worker")
+            .spawn()
+            .context("starting `movierec worker`")?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for WorkerChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
