@@ -131,3 +131,115 @@ pub struct CheckpointSettings {
     #[arg(long, env = "CHECKPOINT_ROOT", default_value = "resources/checkpoints")]
     pub checkpoint_root: PathBuf,
 }
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// True for an empty value (`RECSYS_SECRET=`), which means no secret.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The secret's bytes, for a constant-time comparison.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// The HTTP API: where it listens, what it accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerSettings {
+    /// Address the API listens on.
+    #[arg(long, env = "RECSYS_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port the API listens on (0 picks a free one).
+    #[arg(long, env = "RECSYS_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// When set, the JSON API requires `Authorization: Bearer <secret>`.
+    #[arg(long, env = "RECSYS_SECRET", hide_env_values = true)]
+    pub secret: Option<Secret>,
+    /// Largest k a request may ask for.
+    #[arg(long, env = "RECSYS_MAX_K", default_value_t = 100)]
+    pub max_k: usize,
+    /// Longest sequence a request may send.
+    #[arg(long, env = "RECSYS_MAX_SEQUENCE", default_value_t = 200)]
+    pub max_sequence: usize,
+    /// Largest `limit` of a movie search.
+    #[arg(long, env = "RECSYS_MAX_SEARCH_LIMIT", default_value_t = 100)]
+    pub max_search_limit: usize,
+}
+
+impl ServerSettings {
+    /// The secret to require, if any (an empty one counts as none).
+    pub fn required_secret(&self) -> Option<&Secret> {
+        self.secret.as_ref().filter(|s| !s.is_empty())
+    }
+}
+
+/// The job queue shared by the API and the workers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueSettings {
+    /// Redis the API and the workers share.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Name of the apalis queue (API and workers must agree).
+    #[arg(long, env = "RECSYS_QUEUE", default_value = "movierec:recommend")]
+    pub queue_name: String,
+    /// Most jobs allowed to wait; beyond it the API answers 429.
+    #[arg(long, env = "RECSYS_QUEUE_CAP", default_value_t = 10_000)]
+    pub queue_cap: u64,
+    /// Seconds a finished job's result stays readable.
+    #[arg(long, env = "RECSYS_RESULT_TTL_SECS", default_value_t = 3600)]
+    pub result_ttl_secs: u64,
+    /// Milliseconds any Redis call may take before the API answers 503.
+    #[arg(long, env = "RECSYS_REDIS_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_timeout_ms: u64,
+    /// Seconds between worker heartbeats; a worker silent for 3 is presumed dead and its jobs
+    /// return to the queue.
+    #[arg(long, env = "RECSYS_HEARTBEAT_SECS", default_value_t = 5)]
+    pub heartbeat_secs: u64,
+}
+
+/// The worker: concurrency, batching, retries, model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerSettings {
+    /// Jobs in flight per worker process.
+    #[arg(long, env = "RECSYS_WORKER_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Most requests in one forward pass (1 turns batching off).
+    #[arg(long, env = "RECSYS_BATCH_SIZE", default_value_t = 64)]
+    pub batch_size: usize,
+    /// Microseconds a request waits for others to join its batch.
+    #[arg(long, env = "RECSYS_BATCH_WAIT_US", default_value_t = 1000)]
+    pub batch_wait_us: u64,
+    /// Attempts a job with a transient model error gets before it fails for good.
+    #[arg(long, env = "RECSYS_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Checkpoint directory of the model (default: the newest checkpoint of the catalogue's
+    /// release under `CHECKPOINT_ROOT`; popularity from the catalogue when there is none).
+    #[arg(long, env = "RECSYS_CHECKPOINT")]
+    pub checkpoint: Option<PathBuf>,
+    /// Folder searched for the newest checkpoint when `RECSYS_CHECKPOINT` is not set.
+    #[arg(long, env = "CHECKPOINT_ROOT", default_value = "resources/checkpoints")]
+    pub checkpoint_root: PathBuf,
+    /// Extra milliseconds before each batch; stands in for a slow model when testing shutdown
+    /// and load. Leave at 0.
+    #[arg(long, env = "RECSYS_BATCH_DELAY_MS", default_value_t = 0, hide = true)]
+    pub batch_delay_ms: u64,
+}

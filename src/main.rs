@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// One command to try it: dump ml-latest-small and train when missing, then serve the page.
+    Demo(commands::demo::DemoArgs),
     /// Download (or read) a MovieLens release and load it into the SQLite catalogue.
     Dump(commands::dump::DumpArgs),
     /// Search the catalogue's titles.
@@ -25,6 +27,12 @@ enum Command {
     Evaluate(commands::evaluate::EvaluateArgs),
     /// Recommend the next movies for a sequence, from a checkpoint.
     Recommend(commands::recommend::RecommendArgs),
+    /// Checks a running API's `/health` (exit 0 when healthy); the container HEALTHCHECK.
+    Health(commands::health::HealthArgs),
+    /// Serve the HTTP API (on Redis, or `--embedded` with an in-process worker).
+    Serve(commands::serve::ServeArgs),
+    /// Consume recommendation jobs from Redis.
+    Worker(commands::worker::WorkerArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -36,11 +44,15 @@ fn main() -> anyhow::Result<()> {
     movierec::telemetry::init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Dump(args) => commands::dump::run(args),
         Command::Search(args) => commands::search::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Recommend(args) => commands::recommend::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Worker(args) => commands::worker::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Health(args) => commands::health::run(args),
     }
 }

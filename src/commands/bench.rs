@@ -2,9 +2,18 @@
 
 /// The benchmarks.
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// Model training throughput and recommend latency (see `bench_model`).
+    Model(super::bench_model::ModelBenchArgs),
+    /// Dump speed and peak memory (ml-latest-small and a generated ml-25m-sized release), and
+    /// title search latency.
+    Catalogue(super::bench_catalogue::CatalogueBenchArgs),
+}
 
 /// Runs one benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        BenchCommand::Model(args) => super::bench_model::run(args),
+        BenchCommand::Catalogue(args) => super::bench_catalogue::run(args),
+    }
 }

@@ -1,8 +1,14 @@
 //! One module per subcommand: its clap arguments and the call into the library.
 
 pub mod bench;
+pub mod bench_catalogue;
+pub mod bench_model;
+pub mod demo;
 pub mod dump;
 pub mod evaluate;
+pub mod health;
 pub mod recommend;
 pub mod search;
+pub mod serve;
 pub mod train;
+pub mod worker;
