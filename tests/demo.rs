@@ -352,7 +352,10 @@ fn the_demo_command_prepares_once_then_reuses() {
     let out = std::fs::read_to_string(&first_log).unwrap();
     assert!(out.contains("dumping ml-latest-small"), "{out}");
     assert!(out.contains("validation NDCG@10"), "{out}");
-    assert!(out.contains(&format!("open http://127.0.0.1:{port}/")), "{out}");
+    assert!(
+        out.contains(&format!("open http://127.0.0.1:{port}/")),
+        "{out}"
+    );
     let health = http
         .get(format!("http://127.0.0.1:{port}/health"))
         .send()
@@ -370,7 +373,10 @@ fn the_demo_command_prepares_once_then_reuses() {
     let out = std::fs::read_to_string(&second_log).unwrap();
     assert!(out.contains("catalogue: reusing"), "{out}");
     assert!(out.contains("model: reusing"), "{out}");
-    assert!(seconds < 30.0, "the second run listened after {seconds:.1} s");
+    assert!(
+        seconds < 30.0,
+        "the second run listened after {seconds:.1} s"
+    );
     let body = serde_json::json!({"sequence": [1, 2571, 4306], "avoided": [3114], "k": 5});
     let text = http
         .post(format!("http://127.0.0.1:{port}/recommend?wait_ms=10000"))
@@ -394,7 +400,10 @@ fn the_demo_command_prepares_once_then_reuses() {
     assert_eq!(items.len(), 5);
     for item in items {
         let id = item["movie_id"].as_i64().unwrap();
-        assert!(![1, 2571, 4306, 3114].contains(&id), "{id} must not come back");
+        assert!(
+            ![1, 2571, 4306, 3114].contains(&id),
+            "{id} must not come back"
+        );
     }
     let count = std::fs::read_dir(root.join("checkpoints")).unwrap().count();
     assert_eq!(count, 1, "the second run trained nothing");

@@ -493,10 +493,41 @@ fn cli_trains_evaluates_and_recommends() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let rows = json["datasets"][0]["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2);
+    let kinds: Vec<&str> = rows
+        .iter()
+        .map(|r| r["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["popularity", "ease", "bert4rec"]);
     assert_eq!(json["datasets"][0]["users"], 40);
-    let hr10 = rows[1]["test"]["hr_10"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&hr10));
+    assert!(json["datasets"][0]["ease_skipped"].is_null());
+    for row in rows {
+        let hr10 = row["test"]["hr_10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&hr10), "{row}");
+    }
+    // Every user's next item follows the same cycle, which item co-occurrence captures: EASE
+    // must beat popularity on it.
+    let ndcg = |r: &serde_json::Value| r["test"]["ndcg_10"].as_f64().unwrap();
+    assert!(ndcg(&rows[1]) > ndcg(&rows[0]), "{rows:?}");
+
+    // Over the item cap, EASE is skipped with a message that says why.
+    let capped = dir.path().join("capped.json");
+    let out = Command::new(bin)
+        .arg("evaluate")
+        .arg("--checkpoint")
+        .arg(&ck)
+        .arg("--database-root")
+        .arg(&db_root)
+        .args(["--ease-max-items", "10", "--output"])
+        .arg(&capped)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&capped).unwrap()).unwrap();
+    assert_eq!(json["datasets"][0]["rows"].as_array().unwrap().len(), 2);
+    let why = json["datasets"][0]["ease_skipped"].as_str().unwrap();
+    assert!(why.contains("exceed the cap of 10"), "{why}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exceed the cap of 10"));
 
     let out = Command::new(bin)
         .arg("recommend")

@@ -44,10 +44,12 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         &ease,
     )?;
     print!("{}", render(&report));
-    let output = args.output.unwrap_or_else(|| match args.checkpoints.first() {
-        Some(dir) => dir.join("evaluation.json"),
-        None => PathBuf::from("evaluation.json"),
-    });
+    let output = args
+        .output
+        .unwrap_or_else(|| match args.checkpoints.first() {
+            Some(dir) => dir.join("evaluation.json"),
+            None => PathBuf::from("evaluation.json"),
+        });
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&output, json).with_context(|| format!("writing {}", output.display()))?;
     println!("\nreport written to {}", output.display());

@@ -12,8 +12,8 @@ use super::data::{Dataset, SplitUser, build_dataset, leave_one_out, train_popula
 use super::evaluate::{
     EvalCase, Stage, cases, ease_ranks, model_ranks, popularity_ranks, sample_negatives,
 };
-use crate::baseline::ease::Gram;
 use super::metrics::RankingMetrics;
+use crate::baseline::ease::Gram;
 use crate::catalogue::Catalogue;
 use crate::config::MovieLensVersion;
 use crate::model::SeqModel;
@@ -131,8 +131,12 @@ impl EvalSplit {
             .iter()
             .map(|u| u.valid_history().iter().map(|&i| i as usize).collect())
             .collect();
-        let gram = Gram::new(histories.iter().map(Vec::as_slice), items, settings.max_items)
-            .map_err(|e| e.to_string())?;
+        let gram = Gram::new(
+            histories.iter().map(Vec::as_slice),
+            items,
+            settings.max_items,
+        )
+        .map_err(|e| e.to_string())?;
         let mut best: Option<(f64, crate::baseline::Ease, RankingMetrics)> = None;
         for &lambda in &settings.lambdas {
             let ease = gram.fit(lambda).map_err(|e| e.to_string())?;

@@ -138,9 +138,11 @@ fn redis_outage_gives_503_then_everything_recovers() {
 fn two_workers_share_one_queue_and_every_job_completes_once() {
     let redis = Redis::start();
     let env = env_for(&redis)
-        .with("RECSYS_BATCH_SIZE", "2")
+        // A batch of 4 never fills with 2 jobs in flight, so each batch waits its full 200 ms:
+        // one worker alone cannot keep up, and the other must take jobs too.
+        .with("RECSYS_BATCH_SIZE", "4")
         .with("RECSYS_WORKER_CONCURRENCY", "2")
-        .with("RECSYS_BATCH_DELAY_MS", "20");
+        .with("RECSYS_BATCH_WAIT_US", "200000");
     let server = env.serve(&[], &[]);
     let metrics_port = free_port().to_string();
     let _a = env.worker(
@@ -149,6 +151,15 @@ fn two_workers_share_one_queue_and_every_job_completes_once() {
     );
     let _b = env.worker("wb", &[]);
     let base = server.base();
+    // Post only once both workers have registered, or the first one up may take every job.
+    let mut conn = redis.conn();
+    wait_until("both workers registered", Duration::from_secs(30), || {
+        let names: Vec<String> = conn
+            .zrange(format!("{QUEUE}:workers"), 0, -1)
+            .unwrap_or_default();
+        let up = |w: &str| names.iter().any(|n| n.split('-').next() == Some(w));
+        (up("wa") && up("wb")).then_some(())
+    });
     let ids: Vec<String> = (0..40)
         .map(|i| {
             let (status, _, acc) =
@@ -157,7 +168,6 @@ fn two_workers_share_one_queue_and_every_job_completes_once() {
             acc["job_id"].as_str().unwrap().to_owned()
         })
         .collect();
-    let mut conn = redis.conn();
     let mut workers = HashSet::new();
     for (i, id) in ids.iter().enumerate() {
         let done = poll_until_finished(&base, id);
