@@ -7,6 +7,7 @@ pub mod checkpoint;
 mod config;
 mod dropout;
 mod layers;
+pub mod loss;
 mod net;
 mod vocab;
 
