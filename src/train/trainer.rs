@@ -157,13 +157,13 @@ pub fn train_on_dataset(
         },
     )?;
 
-    let mut samples = training_sequences(&split, &model_cfg, opts.sliding_step);
+    let samples = training_sequences(&split, &model_cfg, opts.sliding_step);
     if samples.is_empty() {
         return Err(TrainError::Invalid("no training sequences".into()));
     }
     let valid_cases = cases(&split, Stage::Valid);
     let steps_per_epoch = samples.len().div_ceil(opts.batch_size);
-    let total_steps = steps_per_epoch * opts.epochs;
+    let mut total_steps = steps_per_epoch * opts.epochs;
     let mut step = steps_per_epoch * (start_epoch - 1);
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(start_epoch as u64));
     let mut drop_rng = DropoutRng::new(opts.seed.wrapping_mul(31).wrapping_add(start_epoch as u64));
@@ -192,12 +192,12 @@ pub fn train_on_dataset(
     let mut epochs_run = 0;
     for epoch in start_epoch..=opts.epochs {
         let epoch_start = Instant::now();
-        samples.shuffle(&mut rng);
+        let order = length_bucketed_batches(&samples, opts.batch_size, &mut rng);
         let mut loss_sum = 0.0f64;
         let mut batches = 0usize;
         let mut lr = opts.lr;
-        for chunk in samples.chunks(opts.batch_size) {
-            let seqs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+        for chunk in &order {
+            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| samples[i].as_slice()).collect();
             let batch = match model_cfg.architecture {
                 Architecture::Bert4Rec => cloze_batch(
                     &seqs,
@@ -231,6 +231,15 @@ pub fn train_on_dataset(
             }
         }
         epochs_run += 1;
+        // With a time budget, the learning rate should reach the end of its decay when the
+        // budget runs out, not at an epoch count the budget never reaches: after the first
+        // epoch, shorten the schedule to the epochs that fit.
+        if let (1, Some(budget)) = (epochs_run, opts.time_budget_secs) {
+            let per_epoch = epoch_start.elapsed().as_secs_f64().max(1e-3);
+            let fit = ((budget as f64 - started.elapsed().as_secs_f64()) / per_epoch).floor();
+            let fit_steps = step + steps_per_epoch * (fit.max(1.0) as usize);
+            total_steps = total_steps.min(fit_steps);
+        }
         let train_secs = epoch_start.elapsed().as_secs_f64();
         let over_budget = budget_spent();
         let evaluate_now = epoch % opts.eval_every == 0 || epoch == opts.epochs || over_budget;
@@ -304,8 +313,32 @@ pub(crate) fn batch_loss(
     let hidden = model.encode(&batch.ids, Some(drop_rng))?;
     let picked = hidden.index_select(&batch.positions, 0)?;
     let logits = model.scores(&picked)?;
-    candle_nn::loss::cross_entropy(&logits, &batch.targets)
+    crate::model::loss::cross_entropy(&logits, &batch.targets.to_vec1::<u32>()?)
 }
+
+/// Shuffled batches of sample indices, each drawn from a run of similar lengths: the samples are
+/// shuffled, cut into pools of [`BUCKET_POOL`] batches, sorted by length inside each pool and cut
+/// into batches, and the batches are shuffled. Padding (and the quadratic attention over it)
+/// shrinks to a few items per batch, while every epoch still sees a new order.
+fn length_bucketed_batches<R: rand::Rng>(
+    samples: &[Vec<u32>],
+    batch_size: usize,
+    rng: &mut R,
+) -> Vec<Vec<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut order: Vec<usize> = (0..samples.len()).collect();
+    order.shuffle(rng);
+    let mut batches = Vec::with_capacity(samples.len().div_ceil(batch_size));
+    for pool in order.chunks_mut(batch_size * BUCKET_POOL) {
+        pool.sort_by_key(|&i| samples[i].len());
+        batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(rng);
+    batches
+}
+
+/// Batches per length-sorting pool in [`length_bucketed_batches`].
+const BUCKET_POOL: usize = 50;
 
 /// Linear warm-up to `base` over `warmup` steps, then linear decay to zero at `total`.
 fn schedule(base: f64, step: usize, warmup: usize, total: usize) -> f64 {
@@ -387,7 +420,29 @@ fn append_line(path: &Path, record: &EpochRecord) -> Result<(), TrainError> {
 
 #[cfg(test)]
 mod tests {
-    use super::schedule;
+    use super::{length_bucketed_batches, schedule};
+
+    #[test]
+    fn bucketed_batches_cover_every_sample_once_with_similar_lengths() {
+        use rand::SeedableRng;
+        let samples: Vec<Vec<u32>> = (0..1000).map(|i| vec![0; 1 + (i * 37) % 200]).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let batches = length_bucketed_batches(&samples, 64, &mut rng);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 64));
+        // Padding: every batch is padded to its longest member; sorting keeps that close to
+        // the real lengths (a random split would pad nearly everything to ~200).
+        let padded: usize = batches
+            .iter()
+            .map(|b| b.len() * b.iter().map(|&i| samples[i].len()).max().unwrap_or(0))
+            .sum();
+        let real: usize = samples.iter().map(Vec::len).sum();
+        assert!(padded < real + real / 5, "padded {padded} vs real {real}");
+        let again = length_bucketed_batches(&samples, 64, &mut rng);
+        assert_ne!(batches, again, "each epoch gets a new order");
+    }
 
     #[test]
     fn schedule_warms_up_then_decays() {
