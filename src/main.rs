@@ -5,6 +5,11 @@ mod commands;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed pages for reuse: candle allocates a fresh buffer for every tensor op, and
+/// with the system allocator the large ones go back to the kernel and fault in again each step.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// movierec: a sequential movie recommender over MovieLens.
 #[derive(Debug, Parser)]
 #[command(name = "movierec", version, about, long_about = None)]
