@@ -10,6 +10,7 @@ use std::process::{Child, Command};
 use anyhow::Context;
 use movierec::catalogue::dump::{DumpOptions, dump};
 use movierec::config::DownloadSettings;
+use movierec::model::Architecture;
 use movierec::model::checkpoint::latest_checkpoint;
 use movierec::train::{TrainOptions, train};
 
@@ -25,6 +26,10 @@ pub struct DemoArgs {
     /// Local zip or folder of the release, instead of downloading it (first run only).
     #[arg(long)]
     pub source: Option<PathBuf>,
+    /// Model type the first run trains (SASRec: the better of the two on ml-latest-small's
+    /// validation split within the demo's budget; see the README).
+    #[arg(long, value_enum, env = "DEMO_MODEL", default_value = "sasrec")]
+    pub model: Architecture,
     /// Wall-clock seconds the first run may spend training (the best epoch so far is kept).
     #[arg(long, env = "DEMO_TRAIN_SECS", default_value_t = 150)]
     pub train_secs: u64,
@@ -80,6 +85,8 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
             );
             let opts = TrainOptions {
                 dataset: catalogue.version,
+                architecture: args.model,
+                eval_every: 2,
                 database_root: catalogue.database_root.clone(),
                 checkpoint_root: root.clone(),
                 time_budget_secs: Some(args.train_secs),
