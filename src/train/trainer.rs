@@ -232,13 +232,14 @@ pub fn train_on_dataset(
         }
         epochs_run += 1;
         // With a time budget, the learning rate should reach the end of its decay when the
-        // budget runs out, not at an epoch count the budget never reaches: after the first
-        // epoch, shorten the schedule to the epochs that fit.
-        if let (1, Some(budget)) = (epochs_run, opts.time_budget_secs) {
-            let per_epoch = epoch_start.elapsed().as_secs_f64().max(1e-3);
-            let fit = ((budget as f64 - started.elapsed().as_secs_f64()) / per_epoch).floor();
-            let fit_steps = step + steps_per_epoch * (fit.max(1.0) as usize);
-            total_steps = total_steps.min(fit_steps);
+        // budget runs out, not at an epoch count the budget never reaches: after every epoch,
+        // set the schedule's end to the epochs that still fit at the average pace so far
+        // (validation included), capped by `epochs`.
+        if let Some(budget) = opts.time_budget_secs {
+            let spent = started.elapsed().as_secs_f64();
+            let per_epoch = (spent / epochs_run as f64).max(1e-3);
+            let fit = ((budget as f64 - spent) / per_epoch).floor().max(1.0) as usize;
+            total_steps = (step + steps_per_epoch * fit).min(steps_per_epoch * opts.epochs);
         }
         let train_secs = epoch_start.elapsed().as_secs_f64();
         let over_budget = budget_spent();
