@@ -61,3 +61,15 @@ fn main() -> anyhow::Result<()> {
         Command::Health(args) => commands::health::run(args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks every subcommand's flags for clashes (names, env vars) only when it is
+    /// built, so a clash would otherwise surface as a panic at run time.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
