@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and the call into the library.
 
 pub mod bench;
+pub mod bench_api;
 pub mod bench_catalogue;
 pub mod bench_model;
 pub mod demo;

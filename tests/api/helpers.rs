@@ -157,6 +157,13 @@ impl Proc {
         self.wait_exit()
     }
 
+    /// Kills it with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Waits (bounded) for the process to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
@@ -263,12 +270,17 @@ impl Env {
     }
 }
 
-/// A blocking HTTP client with a bounded timeout.
+/// A blocking HTTP client with a bounded timeout, shared so its connections are reused.
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap()
+        })
+        .clone()
 }
 
 /// POSTs a JSON body to `/recommend{query}`; returns (status, headers' Retry-After, body).

@@ -135,71 +135,128 @@ fn redis_outage_gives_503_then_everything_recovers() {
 }
 
 #[test]
-fn two_workers_share_one_queue_and_every_job_completes_once() {
+fn three_workers_share_one_queue_and_a_thousand_jobs_complete_exactly_once() {
+    const JOBS: usize = 1000;
+    const WORKERS: [&str; 3] = ["wa", "wb", "wc"];
     let redis = Redis::start();
     let env = env_for(&redis)
-        // A batch of 4 never fills with 2 jobs in flight, so each batch waits its full 200 ms:
-        // one worker alone cannot keep up, and the other must take jobs too.
+        // Two jobs in flight per worker and batches that wait 20 ms to fill: no single worker
+        // can drain the queue alone, so all three must take jobs.
         .with("RECSYS_BATCH_SIZE", "4")
         .with("RECSYS_WORKER_CONCURRENCY", "2")
-        .with("RECSYS_BATCH_WAIT_US", "200000");
+        .with("RECSYS_BATCH_WAIT_US", "20000");
     let server = env.serve(&[], &[]);
-    let metrics_port = free_port().to_string();
-    let _a = env.worker(
-        "wa",
-        &[("RECSYS_WORKER_METRICS_PORT", metrics_port.as_str())],
-    );
-    let _b = env.worker("wb", &[]);
+    let ports: Vec<String> = WORKERS.iter().map(|_| free_port().to_string()).collect();
+    let _workers: Vec<Proc> = WORKERS
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| env.worker(name, &[("RECSYS_WORKER_METRICS_PORT", port.as_str())]))
+        .collect();
     let base = server.base();
-    // Post only once both workers have registered, or the first one up may take every job.
+    // Post only once every worker has registered, or the first one up may take every job.
     let mut conn = redis.conn();
-    wait_until("both workers registered", Duration::from_secs(30), || {
+    wait_until("every worker registered", Duration::from_secs(30), || {
         let names: Vec<String> = conn
             .zrange(format!("{QUEUE}:workers"), 0, -1)
             .unwrap_or_default();
         let up = |w: &str| names.iter().any(|n| n.split('-').next() == Some(w));
-        (up("wa") && up("wb")).then_some(())
+        WORKERS.iter().all(|w| up(w)).then_some(())
     });
-    let ids: Vec<String> = (0..40)
+    let sequence = |i: usize| [(i % 300 + 1) as i64, (i % 7 + 400) as i64];
+    let ids: Vec<String> = (0..JOBS)
         .map(|i| {
             let (status, _, acc) =
-                post_recommend(&base, "", &json!({"sequence": [i % 20 + 1], "k": 2}));
-            assert_eq!(status, 202);
+                post_recommend(&base, "", &json!({"sequence": sequence(i), "k": 2}));
+            assert_eq!(status, 202, "{acc}");
             acc["job_id"].as_str().unwrap().to_owned()
         })
         .collect();
-    let mut workers = HashSet::new();
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        JOBS,
+        "job ids are unique"
+    );
+    wait_until("every job done", Duration::from_secs(120), || {
+        let done: usize = conn.scard(format!("{QUEUE}:done")).unwrap();
+        (done == JOBS).then_some(())
+    });
+
+    let mut taken_by = HashSet::new();
     for (i, id) in ids.iter().enumerate() {
-        let done = poll_until_finished(&base, id);
-        assert_good_result(&done, &[i as i64 % 20 + 1], &[], 2);
+        let (status, done) = get_json(&format!("{base}/recommend/{id}"));
+        assert_eq!(status, 200, "{done}");
+        assert_good_result(&done, &sequence(i), &[], 2);
         let meta = format!("{QUEUE}:meta:{id}");
         let by: String = conn.hget(&meta, "locked_by").unwrap();
         let attempts: u32 = conn.hget(&meta, "attempts").unwrap();
         assert_eq!(attempts, 1, "job {id} ran more than once");
-        workers.insert(by.split('-').next().unwrap().to_owned());
+        taken_by.insert(by.split('-').next().unwrap().to_owned());
     }
     assert_eq!(
-        workers,
-        HashSet::from(["wa".to_owned(), "wb".to_owned()]),
-        "both workers take jobs"
+        taken_by,
+        WORKERS
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<HashSet<_>>(),
+        "every worker takes jobs"
     );
-    let done: usize = conn.scard(format!("{QUEUE}:done")).unwrap();
-    assert_eq!(done, 40);
 
-    // Worker `wa` serves its own batch and job metrics.
-    let metrics = client()
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with(r#"movierec_jobs_total{outcome="done"}"#))
-        .unwrap_or_else(|| panic!("{metrics}"));
-    let handled: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!((1..40).contains(&handled), "{line}");
-    assert!(metrics.contains("movierec_batch_size_bucket"));
+    // Each worker counts the jobs it finished: together exactly one per job.
+    let mut handled = 0;
+    for port in &ports {
+        let metrics = client()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(r#"movierec_jobs_total{outcome="done"}"#))
+            .unwrap_or_else(|| panic!("{metrics}"));
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n > 0, "{line}");
+        assert!(metrics.contains("movierec_batch_size_bucket"));
+        handled += n;
+    }
+    assert_eq!(handled, JOBS as u64, "every job was handled exactly once");
+}
+
+#[test]
+fn a_worker_killed_mid_job_loses_nothing_and_another_completes_it() {
+    let redis = Redis::start();
+    let env = env_for(&redis);
+    let server = env.serve(&[], &[]);
+    // This worker sits a minute on every batch: it is holding the job when it dies.
+    let mut doomed = env.worker("doomed", &[("RECSYS_BATCH_DELAY_MS", "60000")]);
+    let base = server.base();
+    let seq = [1i64, 50];
+    let (status, _, acc) = post_recommend(&base, "", &json!({"sequence": seq, "k": 3}));
+    assert_eq!(status, 202, "{acc}");
+    let id = acc["job_id"].as_str().unwrap().to_owned();
+    let url = format!("{base}/recommend/{id}");
+    wait_until("the doomed worker to hold the job", TIMEOUT, || {
+        (get_json(&url).1["status"] == "running").then_some(())
+    });
+    let mut conn = redis.conn();
+    let meta = format!("{QUEUE}:meta:{id}");
+    let holder: String = conn.hget(&meta, "locked_by").unwrap();
+    assert!(holder.starts_with("doomed"), "{holder}");
+
+    doomed.kill();
+    // The job survives its worker: still readable, not failed.
+    let (status, body) = get_json(&url);
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["status"], "failed", "{body}");
+
+    // A new worker notices the missed heartbeats, re-queues the orphan and completes it.
+    let _rescuer = env.worker("rescuer", &[]);
+    let done = poll_until_finished(&base, &id);
+    assert_good_result(&done, &seq, &[], 3);
+    let by: String = conn.hget(&meta, "locked_by").unwrap();
+    assert!(by.starts_with("rescuer"), "{by}");
+    let finished: usize = conn.scard(format!("{QUEUE}:done")).unwrap();
+    assert_eq!(finished, 1);
 }
 
 #[test]

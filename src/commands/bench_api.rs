@@ -1,0 +1,422 @@
+//! `movierec bench api`: a load generator against `serve` plus one `worker` on Redis, and
+//! against `serve --embedded`, with batching on and off, at several concurrencies.
+//!
+//! Every request is `POST /recommend?wait_ms=10000` with a real history: a window of 5 to 50
+//! consecutive movies cut from a catalogue user's ratings (in time order). Latency is measured
+//! end to end, from sending the request to reading the answer with its result.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use movierec::catalogue::Catalogue;
+use movierec::config::CatalogueSettings;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+/// Which deployment is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `movierec serve` and one `movierec worker`, sharing a Redis.
+    Redis,
+    /// `movierec serve --embedded`: one process, in-process queue.
+    Embedded,
+}
+
+/// Arguments of `movierec bench api`.
+#[derive(Debug, clap::Args)]
+pub struct ApiBenchArgs {
+    #[command(flatten)]
+    pub catalogue: CatalogueSettings,
+    /// Checkpoint the workers serve; unset: the newest one for the release (else popularity).
+    #[arg(long, env = "RECSYS_CHECKPOINT")]
+    pub checkpoint: Option<PathBuf>,
+    /// Deployments to measure.
+    #[arg(long, value_delimiter = ',', default_values = ["redis", "embedded"])]
+    pub modes: Vec<Mode>,
+    /// Requests in flight at once, one measurement each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32, 128])]
+    pub concurrency: Vec<usize>,
+    /// Seconds measured at each concurrency, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds of unmeasured load before each measurement.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup_seconds: f64,
+    /// Batch size with batching on (batching off is a batch size of 1).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Redis for the `redis` mode; unset: a private `redis-server` on a free loopback port.
+    /// A given Redis only gets keys under a fresh queue name; nothing is flushed.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Movies asked for per request.
+    #[arg(short, long, default_value_t = 10)]
+    pub k: usize,
+    /// Seed of the request sampler.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Also write the rows as JSON to this file.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// One measurement.
+#[derive(Debug, Serialize)]
+struct Row {
+    mode: Mode,
+    batching: bool,
+    concurrency: usize,
+    requests: usize,
+    errors: usize,
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Shortest and longest history a request sends.
+const HISTORY_LENGTHS: (usize, usize) = (5, 50);
+/// Requests in the pool the load generator cycles through.
+const POOL: usize = 20_000;
+/// Longest the services may take to come up.
+const STARTUP: Duration = Duration::from_secs(120);
+
+/// Runs the benchmark and prints one line per measurement.
+pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
+    if args.concurrency.contains(&0) {
+        bail!("--concurrency values must be at least 1");
+    }
+    let bodies = Arc::new(request_pool(&args)?);
+    println!(
+        "{} requests sampled from {}: histories of {}..={} movies, k = {}",
+        bodies.len(),
+        args.catalogue.database_path().display(),
+        HISTORY_LENGTHS.0,
+        HISTORY_LENGTHS.1,
+        args.k
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    let mut redis = None;
+    println!(
+        "{:<9} {:<8} {:>11} {:>9} {:>7} {:>10} {:>9} {:>9}",
+        "mode", "batching", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms"
+    );
+    for &mode in &args.modes {
+        let redis_url = match (mode, &args.redis_url) {
+            (Mode::Embedded, _) => None,
+            (Mode::Redis, Some(url)) => Some(url.clone()),
+            (Mode::Redis, None) => {
+                if redis.is_none() {
+                    redis = Some(PrivateRedis::start()?);
+                }
+                redis.as_ref().map(PrivateRedis::url)
+            }
+        };
+        for batching in [true, false] {
+            let batch_size = if batching { args.batch_size.max(2) } else { 1 };
+            let services = Services::start(&args, mode, batch_size, redis_url.as_deref())?;
+            let base = services.base.clone();
+            let measured: anyhow::Result<()> = runtime.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .pool_max_idle_per_host(1024)
+                    .build()?;
+                wait_until_serving(&client, &base, &bodies[0]).await?;
+                for &concurrency in &args.concurrency {
+                    let warmup = Duration::from_secs_f64(args.warmup_seconds.max(0.0));
+                    load(&client, &base, &bodies, concurrency, warmup).await;
+                    let span = Duration::from_secs_f64(args.seconds.max(0.1));
+                    let sample = load(&client, &base, &bodies, concurrency, span).await;
+                    let row = sample.row(mode, batching, concurrency);
+                    println!(
+                        "{:<9} {:<8} {:>11} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
+                        format!("{mode:?}").to_lowercase(),
+                        if batching { "on" } else { "off" },
+                        row.concurrency,
+                        row.requests,
+                        row.errors,
+                        row.requests_per_sec,
+                        row.p50_ms,
+                        row.p99_ms
+                    );
+                    rows.push(row);
+                }
+                Ok(())
+            });
+            drop(services);
+            measured?;
+        }
+    }
+    if let Some(path) = &args.output {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Request bodies: windows of real users' histories, in time order.
+fn request_pool(args: &ApiBenchArgs) -> anyhow::Result<Vec<String>> {
+    let path = args.catalogue.database_path();
+    let catalogue = Catalogue::open_read_only(&path)
+        .with_context(|| format!("opening the catalogue {}", path.display()))?;
+    let mut users: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for r in catalogue.interactions(None)? {
+        users.entry(r.user_id).or_default().push(r.movie_id);
+    }
+    let histories: Vec<Vec<i64>> = users
+        .into_values()
+        .filter(|h| h.len() >= HISTORY_LENGTHS.0)
+        .collect();
+    if histories.is_empty() {
+        bail!(
+            "{} has no user with {} ratings",
+            path.display(),
+            HISTORY_LENGTHS.0
+        );
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    Ok((0..POOL)
+        .map(|_| {
+            let h = &histories[rng.random_range(0..histories.len())];
+            let len = rng.random_range(HISTORY_LENGTHS.0..=HISTORY_LENGTHS.1.min(h.len()));
+            let start = rng.random_range(0..=h.len() - len);
+            serde_json::json!({"sequence": &h[start..start + len], "k": args.k}).to_string()
+        })
+        .collect())
+}
+
+/// Latencies and failures of one load run.
+struct Sample {
+    latencies_ms: Vec<f64>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Sample {
+    fn row(mut self, mode: Mode, batching: bool, concurrency: usize) -> Row {
+        self.latencies_ms.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            if self.latencies_ms.is_empty() {
+                f64::NAN
+            } else {
+                let i = ((self.latencies_ms.len() - 1) as f64 * p).round() as usize;
+                self.latencies_ms[i]
+            }
+        };
+        Row {
+            mode,
+            batching,
+            concurrency,
+            requests: self.latencies_ms.len(),
+            errors: self.errors,
+            requests_per_sec: self.latencies_ms.len() as f64 / self.elapsed.as_secs_f64(),
+            p50_ms: pct(0.5),
+            p99_ms: pct(0.99),
+        }
+    }
+}
+
+/// `concurrency` closed-loop clients, each sending its next request as soon as the previous one
+/// is answered, for `span`. Only `200` answers (a finished job) count as successes.
+async fn load(
+    client: &reqwest::Client,
+    base: &str,
+    bodies: &Arc<Vec<String>>,
+    concurrency: usize,
+    span: Duration,
+) -> Sample {
+    let url = format!("{base}/recommend?wait_ms=10000");
+    let started = Instant::now();
+    let deadline = started + span;
+    let tasks = (0..concurrency).map(|c| {
+        let client = client.clone();
+        let url = url.clone();
+        let bodies = Arc::clone(bodies);
+        async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut i = c * bodies.len() / concurrency;
+            while Instant::now() < deadline {
+                let body = bodies[i % bodies.len()].clone();
+                i += 1;
+                let t0 = Instant::now();
+                let ok = match client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(res) => res.status().as_u16() == 200 && res.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }
+    });
+    let results = futures::future::join_all(tasks).await;
+    let elapsed = started.elapsed();
+    let mut sample = Sample {
+        latencies_ms: Vec::new(),
+        errors: 0,
+        elapsed,
+    };
+    for (l, e) in results {
+        sample.latencies_ms.extend(l);
+        sample.errors += e;
+    }
+    sample
+}
+
+/// Waits until a request is answered with a finished job (the worker is up and serving).
+async fn wait_until_serving(
+    client: &reqwest::Client,
+    base: &str,
+    body: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let res = client
+            .post(format!("{base}/recommend?wait_ms=2000"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await;
+        if let Ok(res) = res
+            && res.status().as_u16() == 200
+        {
+            return Ok(());
+        }
+        if started.elapsed() > STARTUP {
+            bail!("{base} did not answer a recommendation within {STARTUP:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The measured processes: `serve` (plus a `worker` in Redis mode).
+struct Services {
+    base: String,
+    _procs: Vec<Killed>,
+}
+
+impl Services {
+    fn start(
+        args: &ApiBenchArgs,
+        mode: Mode,
+        batch_size: usize,
+        redis_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the movierec binary")?;
+        let port = free_port()?;
+        let queue = format!("movierec:bench:{}", uuid::Uuid::new_v4());
+        let command = |sub: &[&str]| {
+            let mut cmd = Command::new(&exe);
+            cmd.args(sub)
+                .env("MOVIELENS_VERSION", args.catalogue.version.name())
+                .env("DATABASE_ROOT", &args.catalogue.database_root)
+                .env("RECSYS_HOST", "127.0.0.1")
+                .env("RECSYS_PORT", port.to_string())
+                .env("RECSYS_SECRET", "")
+                .env("RECSYS_QUEUE", &queue)
+                .env("RECSYS_QUEUE_CAP", "100000")
+                .env("RECSYS_BATCH_SIZE", batch_size.to_string())
+                .env("RUST_LOG", "warn")
+                .env_remove("RECSYS_WORKER_METRICS_PORT")
+                .env_remove("RECSYS_BATCH_DELAY_MS")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            if let Some(ck) = &args.checkpoint {
+                cmd.env("RECSYS_CHECKPOINT", ck);
+            }
+            if let Some(url) = redis_url {
+                cmd.env("REDIS_URL", url);
+            }
+            cmd
+        };
+        let mut procs = Vec::new();
+        match mode {
+            Mode::Embedded => {
+                procs.push(Killed(command(&["serve", "--embedded"]).spawn()?));
+            }
+            Mode::Redis => {
+                procs.push(Killed(command(&["serve"]).spawn()?));
+                procs.push(Killed(command(&["worker"]).spawn()?));
+            }
+        }
+        Ok(Self {
+            base: format!("http://127.0.0.1:{port}"),
+            _procs: procs,
+        })
+    }
+}
+
+/// A `redis-server` of the benchmark's own, without persistence, on a free loopback port.
+struct PrivateRedis {
+    port: u16,
+    _proc: Killed,
+}
+
+impl PrivateRedis {
+    fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (install it, or pass --redis-url)")?;
+        let server = Self {
+            port,
+            _proc: Killed(child),
+        };
+        let client = redis::Client::open(server.url())?;
+        let started = Instant::now();
+        loop {
+            let pong = client
+                .get_connection()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if pong.is_ok() {
+                return Ok(server);
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("redis-server on port {port} did not answer PING");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
