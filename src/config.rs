@@ -225,8 +225,9 @@ pub struct WorkerSettings {
     /// Most requests in one forward pass (1 turns batching off).
     #[arg(long, env = "RECSYS_BATCH_SIZE", default_value_t = 64)]
     pub batch_size: usize,
-    /// Microseconds a request waits for others to join its batch.
-    #[arg(long, env = "RECSYS_BATCH_WAIT_US", default_value_t = 1000)]
+    /// Microseconds a batch waits for more requests once the model is free; 0 (measured best:
+    /// see the README) scores whatever queued while the model was busy, at once.
+    #[arg(long, env = "RECSYS_BATCH_WAIT_US", default_value_t = 0)]
     pub batch_wait_us: u64,
     /// Attempts a job with a transient model error gets before it fails for good.
     #[arg(long, env = "RECSYS_MAX_ATTEMPTS", default_value_t = 3)]

@@ -49,6 +49,9 @@ pub struct ApiBenchArgs {
     /// Seconds of unmeasured load before each measurement.
     #[arg(long, default_value_t = 2.0)]
     pub warmup_seconds: f64,
+    /// Batching settings to measure: true (on) and/or false (off).
+    #[arg(long, value_delimiter = ',', default_values_t = [true, false])]
+    pub batching: Vec<bool>,
     /// Batch size with batching on (batching off is a batch size of 1).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -121,7 +124,7 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
                 redis.as_ref().map(PrivateRedis::url)
             }
         };
-        for batching in [true, false] {
+        for &batching in &args.batching {
             let batch_size = if batching { args.batch_size.max(2) } else { 1 };
             let services = Services::start(&args, mode, batch_size, redis_url.as_deref())?;
             let base = services.base.clone();

@@ -1,6 +1,6 @@
 //! The apalis worker that consumes the Redis queue.
 //!
-//! - Wake-ups come from Redis pub/sub (the API announces every push), with a 100 ms interval as a
+//! - Wake-ups come from Redis pub/sub (the API announces every push), with a 20 ms interval as a
 //!   safety net for scheduled retries and re-queued orphans, so an idle worker picks a job up in
 //!   about a millisecond instead of waiting for a poll.
 //! - Bad input is aborted (apalis marks it `Killed`, no retry); a transient model error is
@@ -12,19 +12,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::task::{Context, Poll};
+
 use apalis::prelude::{
-    AbortError, Attempt, BackendExt, BoxDynError, Data, TaskId, WorkerBuilder, WorkerBuilderExt,
+    AbortError, Attempt, BackendExt, BoxDynError, Data, PollSnapshot, PollStrategy, TaskId,
+    WorkerBuilder, WorkerBuilderExt,
 };
 use apalis_redis::RedisStorage;
 use futures::StreamExt;
 use futures::channel::mpsc;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{JobError, JobRunner};
 use crate::queue::{JobOutput, RecommendJob, RedisQueue};
 
 /// Safety-net poll for jobs that arrive without a pub/sub message (retries, orphans).
-const FALLBACK_POLL: Duration = Duration::from_millis(100);
+const FALLBACK_POLL: Duration = Duration::from_millis(20);
+
+/// Delay of the wake-up that follows a finished job (see [`wakeups`]).
+const ACK_WAKE: Duration = Duration::from_millis(1);
 
 /// How a Redis worker process runs.
 #[derive(Debug, Clone)]
@@ -42,6 +48,8 @@ pub struct RedisWorkerConfig {
 #[derive(Clone)]
 struct HandlerCtx {
     runner: JobRunner,
+    /// Notified when a job finishes, so apalis' loop is woken to record it.
+    finished: Arc<Notify>,
     queue: RedisQueue,
     max_attempts: u32,
 }
@@ -53,6 +61,7 @@ async fn handle(
     ctx: Data<Arc<HandlerCtx>>,
 ) -> Result<JobOutput, BoxDynError> {
     let outcome = ctx.runner.run(&job).await;
+    ctx.finished.notify_one();
     let last_try = attempt.current() >= ctx.max_attempts.max(1) as usize;
     let finished = outcome.is_ok() || matches!(outcome, Err(JobError::BadInput(_))) || last_try;
     if finished && let Err(e) = ctx.queue.schedule_expiry(&id.to_string()).await {
@@ -84,6 +93,7 @@ pub async fn run_redis_worker(
     let purge = tokio::spawn(purge_loop(queue.clone(), shutdown.clone()));
     let ctx = Arc::new(HandlerCtx {
         runner,
+        finished: Arc::new(Notify::new()),
         queue: queue.clone(),
         max_attempts: config.max_attempts,
     });
@@ -94,10 +104,14 @@ pub async fn run_redis_worker(
         }
         let name = format!("{}-{generation}", config.name);
         let apalis_cfg = queue.config().apalis_config(config.fetch_batch);
-        let wake = wakeups(queue.client().clone(), queue.config().available_channel());
+        let wake = wakeups(
+            queue.client().clone(),
+            queue.config().available_channel(),
+            ctx.finished.clone(),
+        );
         let storage = RedisStorage::<RecommendJob>::new(queue.connection())
             .with_config(apalis_cfg)
-            .poll_with_stream(wake);
+            .poll_with_strategy(DrainWakeups(wake));
         let worker = WorkerBuilder::new(name.as_str())
             .backend(storage)
             .concurrency(config.concurrency.max(1))
@@ -147,7 +161,7 @@ async fn purge_loop(queue: RedisQueue, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// A stream that yields whenever apalis announces a new job, and every [`FALLBACK_POLL`].
-fn wakeups(client: redis::Client, channel: String) -> mpsc::Receiver<()> {
+fn wakeups(client: redis::Client, channel: String, finished: Arc<Notify>) -> mpsc::Receiver<()> {
     let (mut tx, rx) = mpsc::channel::<()>(1);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(FALLBACK_POLL);
@@ -165,9 +179,28 @@ fn wakeups(client: redis::Client, channel: String) -> mpsc::Receiver<()> {
             match pubsub {
                 Some(p) => {
                     let mut messages = p.into_on_message();
+                    // apalis records a finished job (its `Done` status and the pub/sub message
+                    // that wakes a waiting caller) only when its poll loop next runs, and
+                    // nothing wakes that loop for it: poke it just after every finished job,
+                    // or the result waits for the fallback poll.
+                    // A wake-up that lands while a fetch is in flight is used up by that fetch,
+                    // which may have started before the announced job was pushed; the fallback
+                    // poll bounds that rare case.
+                    let mut again: Option<tokio::time::Instant> = None;
                     loop {
+                        let repeat = async {
+                            match again {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        };
                         tokio::select! {
                             m = messages.next() => if m.is_none() { break },
+                            () = finished.notified() => {
+                                again.get_or_insert(tokio::time::Instant::now() + ACK_WAKE);
+                                continue;
+                            }
+                            () = repeat => again = None,
                             _ = tick.tick() => {},
                         }
                         if !poke(&mut tx) {
@@ -185,6 +218,26 @@ fn wakeups(client: redis::Client, channel: String) -> mpsc::Receiver<()> {
         }
     });
     rx
+}
+
+/// apalis' poll strategy over [`wakeups`]. apalis ignores what the strategy returns and polls it
+/// only to register its waker; a stream polled for a single item that is ready registers none,
+/// so later wake-ups would sit in the channel unseen (until apalis' next heartbeat, seconds
+/// later). Draining the channel until it is empty always leaves the waker registered.
+struct DrainWakeups(mpsc::Receiver<()>);
+
+impl PollStrategy for DrainWakeups {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        let mut woken = false;
+        loop {
+            match self.0.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => woken = true,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending if woken => return Poll::Ready(Some(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// Signals the worker; false once it has gone.
