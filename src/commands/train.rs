@@ -55,7 +55,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5.0)]
     pub clip_norm: f64,
     /// Sequences per batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Evaluate on validation every N epochs.
     #[arg(long, default_value_t = 5)]

@@ -68,7 +68,7 @@ impl Default for TrainOptions {
             weight_decay: 0.01,
             warmup_steps: 100,
             clip_norm: 5.0,
-            batch_size: 64,
+            batch_size: 16,
             epochs: 200,
             eval_every: 5,
             patience: 5,
