@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,9 @@ use movierec::config::CatalogueSettings;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+
+use super::child::KillOnDrop;
+use super::stats::percentile;
 
 /// Which deployment is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -207,14 +210,6 @@ struct Sample {
 impl Sample {
     fn row(mut self, mode: Mode, batching: bool, concurrency: usize) -> Row {
         self.latencies_ms.sort_by(f64::total_cmp);
-        let pct = |p: f64| {
-            if self.latencies_ms.is_empty() {
-                f64::NAN
-            } else {
-                let i = ((self.latencies_ms.len() - 1) as f64 * p).round() as usize;
-                self.latencies_ms[i]
-            }
-        };
         Row {
             mode,
             batching,
@@ -222,8 +217,8 @@ impl Sample {
             requests: self.latencies_ms.len(),
             errors: self.errors,
             requests_per_sec: self.latencies_ms.len() as f64 / self.elapsed.as_secs_f64(),
-            p50_ms: pct(0.5),
-            p99_ms: pct(0.99),
+            p50_ms: percentile(&self.latencies_ms, 0.5),
+            p99_ms: percentile(&self.latencies_ms, 0.99),
         }
     }
 }
@@ -315,20 +310,10 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The measured processes: `serve` (plus a `worker` in Redis mode).
 struct Services {
     base: String,
-    _procs: Vec<Killed>,
+    _procs: Vec<KillOnDrop>,
 }
 
 impl Services {
@@ -369,11 +354,11 @@ impl Services {
         let mut procs = Vec::new();
         match mode {
             Mode::Embedded => {
-                procs.push(Killed(command(&["serve", "--embedded"]).spawn()?));
+                procs.push(KillOnDrop(command(&["serve", "--embedded"]).spawn()?));
             }
             Mode::Redis => {
-                procs.push(Killed(command(&["serve"]).spawn()?));
-                procs.push(Killed(command(&["worker"]).spawn()?));
+                procs.push(KillOnDrop(command(&["serve"]).spawn()?));
+                procs.push(KillOnDrop(command(&["worker"]).spawn()?));
             }
         }
         Ok(Self {
@@ -386,7 +371,7 @@ impl Services {
 /// A `redis-server` of the benchmark's own, without persistence, on a free loopback port.
 struct PrivateRedis {
     port: u16,
-    _proc: Killed,
+    _proc: KillOnDrop,
 }
 
 impl PrivateRedis {
@@ -401,7 +386,7 @@ impl PrivateRedis {
             .context("starting redis-server (install it, or pass --redis-url)")?;
         let server = Self {
             port,
-            _proc: Killed(child),
+            _proc: KillOnDrop(child),
         };
         let client = redis::Client::open(server.url())?;
         let started = Instant::now();

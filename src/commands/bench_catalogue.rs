@@ -10,6 +10,8 @@ use movierec::catalogue::dump::{DumpOptions, DumpReport, dump};
 use movierec::catalogue::synthetic::{SyntheticSpec, generate, search_queries};
 use movierec::config::MovieLensVersion;
 
+use super::stats::{median, percentile};
+
 /// Arguments of `movierec bench catalogue`.
 #[derive(Debug, clap::Args)]
 pub struct CatalogueBenchArgs {
@@ -153,7 +155,7 @@ fn search_bench(path: &Path, n: usize, rounds: usize) -> anyhow::Result<()> {
         }
     }
     micros.sort_by(f64::total_cmp);
-    let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize] / 1000.0;
+    let pct = |p: f64| percentile(&micros, p) / 1000.0;
     println!(
         "search over {} titles: {} queries x {} rounds (limit 10, {:.1} results/query): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         titles.len(),
@@ -181,11 +183,6 @@ fn run_dump(version: MovieLensVersion, source: &Path, db: &Path) -> anyhow::Resu
 fn run_dump_count(db: &Path) -> anyhow::Result<i64> {
     let cat = Catalogue::open_read_only(&db.join("ml-latest-small.db"))?;
     Ok(cat.info()?.ratings)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Resets the process's peak resident set size (Linux: `5` into `/proc/self/clear_refs`).

@@ -12,6 +12,8 @@ use movierec::recommend::{RecommendRequest, Recommender};
 use movierec::train::data::build_dataset;
 use movierec::train::{TrainOptions, train_on_dataset};
 
+use super::stats::{median, percentile};
+
 /// Arguments of `movierec bench model`.
 #[derive(Debug, clap::Args)]
 pub struct ModelBenchArgs {
@@ -27,16 +29,6 @@ pub struct ModelBenchArgs {
     /// Skip the training measurement.
     #[arg(long)]
     pub skip_training: bool,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    percentile(&v, 0.5)
 }
 
 fn random_recommender(arch: Architecture, items: usize) -> anyhow::Result<Recommender> {
@@ -123,7 +115,7 @@ fn bench_recommend(arch: Architecture, calls: usize) -> anyhow::Result<()> {
         }
         println!(
             "{arch:<8} batch 64, length {len:>3}, {items:>4} items: {:.0} seq/s (median of 5)",
-            median(rates)
+            median(&mut rates)
         );
     }
     Ok(())
@@ -153,8 +145,8 @@ fn bench_training(args: &ModelBenchArgs, arch: Architecture) -> anyhow::Result<(
     })?;
     println!(
         "{arch:<8} training ml-100k, hidden 64, 2 layers, length 200: {:.0} seq/s, {:.2} s/epoch (median of {} epochs; {:.1} s total incl. one validation)",
-        median(rates),
-        median(secs),
+        median(&mut rates),
+        median(&mut secs),
         args.epochs,
         last
     );

@@ -5,7 +5,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 
 use anyhow::Context;
 use movierec::catalogue::dump::{DumpOptions, dump};
@@ -14,6 +14,7 @@ use movierec::model::Architecture;
 use movierec::model::checkpoint::latest_checkpoint;
 use movierec::train::{TrainOptions, train};
 
+use super::child::KillOnDrop;
 use super::serve::ServeArgs;
 
 /// Arguments of `movierec demo`.
@@ -123,7 +124,7 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     );
     // `REDIS_URL` in the environment (or `.env`) means the operator runs a Redis: use it.
     if args.redis || std::env::var_os("REDIS_URL").is_some() {
-        let _worker = WorkerChild::spawn()?;
+        let _worker = spawn_worker()?;
         args.serve.embedded = false;
         super::serve::run(args.serve)
     } else {
@@ -132,24 +133,13 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A `movierec worker` child process, stopped when the demo exits.
-struct WorkerChild(Child);
-
-impl WorkerChild {
-    fn spawn() -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating the movierec binary")?;
-        // The child inherits the environment, so it reads the same settings.
-        let child = Command::new(exe)
-            .arg("worker")
-            .spawn()
-            .context("starting `movierec worker`")?;
-        Ok(Self(child))
-    }
-}
-
-impl Drop for WorkerChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts a `movierec worker` child process, stopped when the demo exits.
+fn spawn_worker() -> anyhow::Result<KillOnDrop> {
+    let exe = std::env::current_exe().context("locating the movierec binary")?;
+    // The child inherits the environment, so it reads the same settings.
+    let child = Command::new(exe)
+        .arg("worker")
+        .spawn()
+        .context("starting `movierec worker`")?;
+    Ok(KillOnDrop(child))
 }

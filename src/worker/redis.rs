@@ -10,9 +10,8 @@
 //! - On shutdown the worker stops fetching, finishes its in-flight jobs and acknowledges them.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use apalis::prelude::{
     AbortError, Attempt, BackendExt, BoxDynError, Data, PollSnapshot, PollStrategy, TaskId,
@@ -181,11 +180,11 @@ fn wakeups(client: redis::Client, channel: String, finished: Arc<Notify>) -> mps
                     let mut messages = p.into_on_message();
                     // apalis records a finished job (its `Done` status and the pub/sub message
                     // that wakes a waiting caller) only when its poll loop next runs, and
-                    // nothing wakes that loop for it: poke it just after every finished job,
-                    // or the result waits for the fallback poll.
-                    // A wake-up that lands while a fetch is in flight is used up by that fetch,
-                    // which may have started before the announced job was pushed; the fallback
-                    // poll bounds that rare case.
+                    // nothing wakes that loop for it: poke it just after every finished job
+                    // (the handler returns before apalis queues the record, hence the delay),
+                    // or the result waits for the fallback poll. A wake-up that lands while a
+                    // fetch is in flight is used up by that fetch, which may have started before
+                    // the announced job was pushed; the fallback poll bounds that rare case.
                     let mut again: Option<tokio::time::Instant> = None;
                     loop {
                         let repeat = async {

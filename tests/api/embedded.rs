@@ -72,12 +72,7 @@ fn embedded_end_to_end_poll_wait_movies_health_metrics_openapi_and_sigterm() {
     assert_eq!(health["catalogue"]["movies"], 1682);
 
     // Metrics: requests by route, batch sizes and job latency from the in-process worker.
-    let metrics = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = get_text(&format!("{base}/metrics"));
     assert!(
         metrics.contains(
             r#"movierec_http_requests_total{method="POST",route="/recommend",status="202"} 1"#

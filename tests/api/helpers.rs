@@ -300,6 +300,13 @@ pub fn post_recommend(base: &str, query: &str, body: &Value) -> (u16, Option<Str
     (status, retry, json)
 }
 
+/// GETs a text document (such as `/metrics`) that must answer 200.
+pub fn get_text(url: &str) -> String {
+    let res = client().get(url).send().unwrap();
+    assert_eq!(res.status().as_u16(), 200, "{url}");
+    res.text().unwrap()
+}
+
 /// GETs a JSON document; returns (status, body).
 pub fn get_json(url: &str) -> (u16, Value) {
     let res = client().get(url).send().unwrap();

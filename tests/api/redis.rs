@@ -43,15 +43,20 @@ fn redis_end_to_end_poll_wait_and_unknown_job() {
     assert_good_result(&waited, &seq, &avoided, 4);
     assert_eq!(waited["result"]["items"][0]["movie_id"], 181);
 
-    // An idle system answers a waiting caller quickly (pub/sub wake-ups, not poll intervals).
-    let started = Instant::now();
-    let (status, _, _) = post_recommend(&base, "?wait_ms=5000", &json!({"sequence": [1], "k": 3}));
-    assert_eq!(status, 200);
-    assert!(
-        started.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        started.elapsed()
-    );
+    // An idle system answers a waiting caller quickly: wake-ups, not poll intervals. Loose
+    // bounds, for a loaded CI machine; `movierec bench api` measures the latency itself.
+    let mut waits: Vec<Duration> = (0..20)
+        .map(|_| {
+            let started = Instant::now();
+            let (status, _, _) =
+                post_recommend(&base, "?wait_ms=5000", &json!({"sequence": [1], "k": 3}));
+            assert_eq!(status, 200);
+            started.elapsed()
+        })
+        .collect();
+    waits.sort();
+    assert!(waits[10] < Duration::from_millis(50), "{waits:?}");
+    assert!(waits[19] < Duration::from_millis(400), "{waits:?}");
 
     let (status, err) = get_json(&format!("{base}/recommend/{}", uuid::Uuid::new_v4()));
     assert_eq!(
@@ -91,12 +96,7 @@ fn a_full_queue_answers_429_with_retry_after() {
     assert_eq!(err["error_type"], "queue_full");
     assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
     // Nothing consumed them: the depth shows on /metrics.
-    let metrics = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = get_text(&format!("{base}/metrics"));
     assert!(metrics.contains("movierec_queue_depth 3"), "{metrics}");
 }
 
@@ -204,12 +204,7 @@ fn three_workers_share_one_queue_and_a_thousand_jobs_complete_exactly_once() {
     // Each worker counts the jobs it finished: together exactly one per job.
     let mut handled = 0;
     for port in &ports {
-        let metrics = client()
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let metrics = get_text(&format!("http://127.0.0.1:{port}/metrics"));
         let line = metrics
             .lines()
             .find(|l| l.starts_with(r#"movierec_jobs_total{outcome="done"}"#))
