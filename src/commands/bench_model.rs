@@ -23,6 +23,9 @@ pub struct ModelBenchArgs {
     /// Training epochs measured per architecture.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
+    /// Training batch size (default: the training default).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Single-sequence calls timed per case.
     #[arg(long, default_value_t = 200)]
     pub calls: usize,
@@ -48,7 +51,7 @@ fn random_recommender(arch: Architecture, items: usize) -> anyhow::Result<Recomm
     )?;
     reinitialise(&varmap, 1)?;
     let ck = CheckpointConfig {
-        format: 1,
+        format: movierec::model::checkpoint::FORMAT,
         dataset: MovieLensVersion::Ml100k,
         model: cfg,
         vocab: ItemVocab::new((1..=items as i64).collect()),
@@ -131,6 +134,9 @@ fn bench_training(args: &ModelBenchArgs, arch: Architecture) -> anyhow::Result<(
         architecture: arch,
         epochs: args.epochs,
         eval_every: usize::MAX,
+        batch_size: args
+            .batch_size
+            .unwrap_or(TrainOptions::default().batch_size),
         ..TrainOptions::default()
     };
     let mut rates = Vec::new();
@@ -144,7 +150,8 @@ fn bench_training(args: &ModelBenchArgs, arch: Architecture) -> anyhow::Result<(
         last = r.seconds;
     })?;
     println!(
-        "{arch:<8} training ml-100k, hidden 64, 2 layers, length 200: {:.0} seq/s, {:.2} s/epoch (median of {} epochs; {:.1} s total incl. one validation)",
+        "{arch:<8} training ml-100k, hidden 64, 2 layers, length 200, batch {}: {:.0} seq/s, {:.2} s/epoch (median of {} epochs; {:.1} s total incl. one validation)",
+        opts.batch_size,
         median(&mut rates),
         median(&mut secs),
         args.epochs,

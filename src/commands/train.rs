@@ -66,6 +66,10 @@ pub struct TrainArgs {
     /// Random seed (initialisation, masking, dropout, order).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Sampled softmax over N uniformly drawn negatives per batch instead of all items (0: full
+    /// softmax); bounds training memory on large catalogues (ml-25m scale).
+    #[arg(long, default_value_t = 0)]
+    pub negatives: usize,
     /// Also train on older windows of long histories, every N items (0: off).
     #[arg(long, default_value_t = 0)]
     pub sliding_step: usize,
@@ -109,6 +113,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         eval_every: args.eval_every,
         patience: args.patience,
         seed: args.seed,
+        negatives: args.negatives,
         sliding_step: args.sliding_step,
         time_budget_secs: args.time_budget_secs,
         resume: args.resume,

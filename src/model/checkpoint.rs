@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use super::{ItemVocab, ModelConfig, ModelError, SeqModel};
+use super::{Architecture, ItemVocab, ModelConfig, ModelError, SeqModel};
 use crate::config::MovieLensVersion;
 
 /// File name of the weights inside a checkpoint directory.
@@ -34,6 +34,10 @@ impl Default for DataSettings {
         }
     }
 }
+
+/// The checkpoint format this build writes. Format 2 gave SASRec the paper's embedding scaling
+/// and output layer (no projection head), so format-1 SASRec weights no longer fit it.
+pub const FORMAT: u32 = 2;
 
 /// Everything in `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +72,15 @@ impl CheckpointConfig {
         let cfg: Self =
             serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })?;
         cfg.model.validate()?;
+        let stale_sasrec = cfg.format < 2 && cfg.model.architecture == Architecture::SasRec;
+        if cfg.format > FORMAT || stale_sasrec {
+            return Err(ModelError::Invalid(format!(
+                "{}: checkpoint format {} of a {} model cannot be read by this build (format {FORMAT}); train it again",
+                dir.display(),
+                cfg.format,
+                cfg.model.architecture,
+            )));
+        }
         if cfg.vocab.len() != cfg.model.items || cfg.popularity.len() != cfg.model.items {
             return Err(ModelError::Invalid(format!(
                 "{}: {} items in the model, {} in the vocabulary, {} popularity counts",

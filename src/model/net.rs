@@ -1,5 +1,10 @@
-//! The network: item and learned positional embeddings, the encoder blocks, and the output head
-//! (dense, GELU, layer norm, then the tied item embeddings plus a per-item bias).
+//! The network: item and learned positional embeddings, the encoder blocks, and the output
+//! layer: scores against the tied item embeddings plus a per-item bias.
+//!
+//! The two architectures differ where their papers do. BERT4Rec (Sun et al. 2019) layer-norms
+//! the embedding sum and has a projection head (dense, GELU, layer norm) before the scores.
+//! SASRec (Kang & McAuley 2018) scales the item embeddings by √hidden, adds the positions
+//! without a layer norm, and scores the encoder's (final-normed) output directly.
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
@@ -22,11 +27,12 @@ pub struct SeqModel {
     cfg: ModelConfig,
     item_embeddings: Tensor,
     position_embeddings: Tensor,
-    embedding_norm: LayerNorm,
+    /// BERT4Rec only.
+    embedding_norm: Option<LayerNorm>,
     blocks: Vec<EncoderBlock>,
     final_norm: LayerNorm,
-    head_dense: Linear,
-    head_norm: LayerNorm,
+    /// BERT4Rec only: the projection head (dense, then layer norm after GELU).
+    head: Option<(Linear, LayerNorm)>,
     output_bias: Tensor,
 }
 
@@ -42,6 +48,7 @@ impl SeqModel {
         let embeddings = vb.pp("embeddings");
         let encoder = vb.pp("encoder");
         let head = vb.pp("head");
+        let bert = cfg.architecture == super::Architecture::Bert4Rec;
         Ok(Self {
             cfg: cfg.clone(),
             item_embeddings: embeddings.get_with_hints((cfg.vocab_size(), h), "items", normal)?,
@@ -50,13 +57,21 @@ impl SeqModel {
                 "positions",
                 normal,
             )?,
-            embedding_norm: LayerNorm::load(embeddings.pp("norm"), h)?,
+            embedding_norm: bert
+                .then(|| LayerNorm::load(embeddings.pp("norm"), h))
+                .transpose()?,
             blocks: (0..cfg.layers)
                 .map(|i| EncoderBlock::load(encoder.pp(format!("layer{i}")), cfg))
                 .collect::<Result<Vec<_>>>()?,
             final_norm: LayerNorm::load(encoder.pp("final_norm"), h)?,
-            head_dense: Linear::load(head.pp("dense"), h, h)?,
-            head_norm: LayerNorm::load(head.pp("norm"), h)?,
+            head: bert
+                .then(|| -> Result<_> {
+                    Ok((
+                        Linear::load(head.pp("dense"), h, h)?,
+                        LayerNorm::load(head.pp("norm"), h)?,
+                    ))
+                })
+                .transpose()?,
             output_bias: head.get_with_hints(cfg.items, "bias", Init::Const(0.0))?,
         })
     }
@@ -74,16 +89,22 @@ impl SeqModel {
         if t == 0 || t > self.cfg.max_len {
             candle_core::bail!("sequence length {t} outside 1..={}", self.cfg.max_len);
         }
-        let items = self
+        let mut items = self
             .item_embeddings
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, h))?;
+        if self.embedding_norm.is_none() {
+            items = (items * (h as f64).sqrt())?;
+        }
         let positions = self
             .position_embeddings
             .narrow(0, self.cfg.max_len - t, t)?
             .unsqueeze(0)?;
         let xs = items.broadcast_add(&positions)?.reshape((b * t, h))?;
-        let xs = self.embedding_norm.forward(&xs)?;
+        let xs = match &self.embedding_norm {
+            Some(norm) => norm.forward(&xs)?,
+            None => xs,
+        };
         let mut xs = dropout(&xs, self.cfg.dropout, rng.as_deref_mut())?;
         let mask = self.attention_mask(ids)?;
         for block in &self.blocks {
@@ -108,9 +129,56 @@ impl SeqModel {
 
     /// [`scores`](Self::scores) with a precomputed [`output_matrix`](Self::output_matrix).
     pub fn scores_against(&self, hidden: &Tensor, output: &Tensor) -> Result<Tensor> {
-        let transformed = self.head_dense.forward(hidden)?.gelu_erf()?;
-        let transformed = self.head_norm.forward(&transformed)?;
-        transformed.matmul(output)?.broadcast_add(&self.output_bias)
+        self.head(hidden)?
+            .matmul(output)?
+            .broadcast_add(&self.output_bias)
+    }
+
+    /// The output head before the item scores: dense, GELU, layer norm (BERT4Rec); SASRec
+    /// scores the encoder output as it is.
+    fn head(&self, hidden: &Tensor) -> Result<Tensor> {
+        match &self.head {
+            Some((dense, norm)) => norm.forward(&dense.forward(hidden)?.gelu_erf()?),
+            None => Ok(hidden.clone()),
+        }
+    }
+
+    /// Scores for sampled softmax, `(N, 1 + K)`: column 0 scores each row of `hidden`
+    /// `(N, H)` against its own target, columns `1..` against the `K` `negatives` the batch
+    /// shares. A negative equal to a row's target is switched off in that row, so an item is
+    /// never its own negative. Memory is `N × K` instead of `N × items`.
+    pub fn sampled_scores(
+        &self,
+        hidden: &Tensor,
+        targets: &[u32],
+        negatives: &[u32],
+    ) -> Result<Tensor> {
+        let device = hidden.device();
+        let n = targets.len();
+        let transformed = self.head(hidden)?;
+        let target_ids = Tensor::new(targets, device)?;
+        let positive = (&transformed * self.item_embeddings.index_select(&target_ids, 0)?)?
+            .sum_keepdim(1)?
+            .broadcast_add(
+                &self
+                    .output_bias
+                    .index_select(&target_ids, 0)?
+                    .unsqueeze(1)?,
+            )?;
+        let negative_ids = Tensor::new(negatives, device)?;
+        let negative = transformed
+            .matmul(&self.item_embeddings.index_select(&negative_ids, 0)?.t()?)?
+            .broadcast_add(&self.output_bias.index_select(&negative_ids, 0)?)?;
+        let hits: Vec<f32> = targets
+            .iter()
+            .flat_map(|&t| {
+                negatives
+                    .iter()
+                    .map(move |&x| if x == t { MASKED as f32 } else { 0.0 })
+            })
+            .collect();
+        let negative = (negative + Tensor::from_vec(hits, (n, negatives.len()), device)?)?;
+        Tensor::cat(&[positive, negative], 1)
     }
 
     /// Scores the last column of left-padded ids `(B, T)` (eval mode): `(B, items)`. The head

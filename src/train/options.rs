@@ -39,6 +39,11 @@ pub struct TrainOptions {
     /// Stop after this many evaluations without improvement.
     pub patience: usize,
     pub seed: u64,
+    /// Sampled softmax: each batch scores its targets against this many uniformly drawn
+    /// negatives instead of the full vocabulary (0: full softmax). Bounds memory on large
+    /// catalogues.
+    #[serde(default)]
+    pub negatives: usize,
     /// Older windows every this many items of long histories (0: only the most recent).
     pub sliding_step: usize,
     /// Wall-clock budget in seconds; training stops (keeping the best checkpoint) when spent.
@@ -73,6 +78,7 @@ impl Default for TrainOptions {
             eval_every: 5,
             patience: 5,
             seed: 42,
+            negatives: 0,
             sliding_step: 0,
             time_budget_secs: None,
             resume: None,

@@ -125,7 +125,7 @@ pub fn train_on_dataset(
         .unwrap_or(0);
     let dir = new_run_dir(&opts.checkpoint_root, opts, &model_cfg, created_at)?;
     let mut ck = CheckpointConfig {
-        format: 1,
+        format: checkpoint::FORMAT,
         dataset: opts.dataset,
         model: model_cfg.clone(),
         vocab: dataset.vocab.clone(),
@@ -208,7 +208,8 @@ pub fn train_on_dataset(
                 )?,
                 Architecture::SasRec => next_item_batch(&seqs, &model_cfg)?,
             };
-            let loss = batch_loss(&model, &batch, &mut drop_rng)?;
+            let negatives = draw_negatives(opts.negatives, model_cfg.items, &mut rng);
+            let loss = batch_loss(&model, &batch, negatives.as_deref(), &mut drop_rng)?;
             let mut grads = loss.backward()?;
             clip_gradients(&mut grads, &vars, opts.clip_norm)?;
             lr = schedule(opts.lr, step, opts.warmup_steps, total_steps);
@@ -305,16 +306,39 @@ pub fn train_on_dataset(
     })
 }
 
-/// Cross-entropy over all items at the batch's loss positions (training mode).
+/// Cross-entropy at the batch's loss positions (training mode): over all items, or, when
+/// `negatives` is given, over each target and those shared sampled negatives.
 pub(crate) fn batch_loss(
     model: &SeqModel,
     batch: &Batch,
+    negatives: Option<&[u32]>,
     drop_rng: &mut DropoutRng,
 ) -> candle_core::Result<candle_core::Tensor> {
     let hidden = model.encode(&batch.ids, Some(drop_rng))?;
     let picked = hidden.index_select(&batch.positions, 0)?;
-    let logits = model.scores(&picked)?;
-    crate::model::loss::cross_entropy(&logits, &batch.targets.to_vec1::<u32>()?)
+    let targets = batch.targets.to_vec1::<u32>()?;
+    match negatives {
+        Some(negatives) => {
+            let logits = model.sampled_scores(&picked, &targets, negatives)?;
+            crate::model::loss::cross_entropy(&logits, &vec![0; targets.len()])
+        }
+        None => crate::model::loss::cross_entropy(&model.scores(&picked)?, &targets),
+    }
+}
+
+/// `n` distinct items drawn uniformly from `0..items` for sampled softmax, or `None` (full
+/// softmax) when `n` is 0 or covers the catalogue. Uniform draws give every item the same
+/// sampling probability, so the sampled logits need no correction.
+fn draw_negatives<R: rand::Rng>(n: usize, items: usize, rng: &mut R) -> Option<Vec<u32>> {
+    if n == 0 || n >= items {
+        return None;
+    }
+    Some(
+        rand::seq::index::sample(rng, items, n)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect(),
+    )
 }
 
 /// Shuffled batches of sample indices, each drawn from a run of similar lengths: the samples are
