@@ -15,10 +15,6 @@ const MOVIE_COLUMNS: &str = "m.movie_id, m.title, m.year, m.rating_count, l.imdb
         SELECT g.name AS name FROM movie_genres mg JOIN genres g ON g.genre_id = mg.genre_id
         WHERE mg.movie_id = m.movie_id ORDER BY g.name))";
 
-/// Matches the fast path of [`Catalogue::search`] asks FTS5 for (at least; four times the limit
-/// when that is larger).
-const CANDIDATES: usize = 64;
-
 /// Separator of the genre names inside the aggregated column (ASCII unit separator).
 const GENRE_SEPARATOR: char = '\u{1f}';
 
@@ -51,57 +47,6 @@ impl Catalogue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let ids = match self.ranked_candidates(&expr, limit)? {
-            Some(ids) => ids,
-            None => self.ranked_matches(&expr, limit)?,
-        };
-        let mut by_id = self.movies_by_ids(&ids)?;
-        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
-    }
-
-    /// The fast path of [`search`](Self::search): FTS5 sorts the matches by bm25 on its own
-    /// (no join), keeping the best [`CANDIDATES`]; popularity then breaks ties among them.
-    /// That is exact unless the `limit`-th best score ties with the worst candidate (a tie
-    /// group may continue past the candidates): then `None`, and the full query decides.
-    fn ranked_candidates(
-        &self,
-        expr: &str,
-        limit: usize,
-    ) -> Result<Option<Vec<i64>>, CatalogueError> {
-        let wanted = limit.max(CANDIDATES / 4).saturating_mul(4);
-        let mut stmt = self.connection().prepare_cached(
-            "SELECT rowid, rank FROM movies_fts WHERE movies_fts MATCH ?1 ORDER BY rank LIMIT ?2",
-        )?;
-        let scored = stmt
-            .query_map(
-                params![expr, i64::try_from(wanted).unwrap_or(i64::MAX)],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, f64>(1)?)),
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        if scored.len() == wanted {
-            let cut = scored[limit.min(scored.len()) - 1].1;
-            if scored[scored.len() - 1].1 <= cut {
-                return Ok(None);
-            }
-        }
-        let mut popularity = self
-            .connection()
-            .prepare_cached("SELECT rating_count FROM movies WHERE movie_id = ?1")?;
-        let mut ranked = Vec::with_capacity(scored.len());
-        for (id, score) in scored {
-            let count: i64 = popularity
-                .query_row([id], |row| row.get(0))
-                .optional()?
-                .unwrap_or(0);
-            ranked.push((score, count, id));
-        }
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-        ranked.truncate(limit);
-        Ok(Some(ranked.into_iter().map(|(_, _, id)| id).collect()))
-    }
-
-    /// All matches ranked by bm25, then popularity, then id: the exact (slower) query.
-    fn ranked_matches(&self, expr: &str, limit: usize) -> Result<Vec<i64>, CatalogueError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self.connection().prepare_cached(
             "SELECT f.rowid FROM movies_fts f JOIN movies m ON m.movie_id = f.rowid
@@ -109,9 +54,11 @@ impl Catalogue {
              ORDER BY bm25(movies_fts), m.rating_count DESC, m.movie_id
              LIMIT ?2",
         )?;
-        Ok(stmt
+        let ids = stmt
             .query_map(params![expr, limit], |row| row.get::<_, i64>(0))?
-            .collect::<Result<Vec<_>, _>>()?)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut by_id = self.movies_by_ids(&ids)?;
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     /// The movie with MovieLens id `movie_id`, if the catalogue has it.
@@ -256,70 +203,6 @@ mod tests {
         );
         assert_eq!(ids(&cat.search("matrix)", 10).unwrap()), vec![1, 2]);
         assert!(cat.search("matrix", 0).unwrap().is_empty());
-    }
-
-    /// A catalogue of `n` generated titles with large groups of equal bm25 ("Word<k> Star<j>
-    /// (2000)", "Stargate <k> Star Story (2000)") and small ones ("Star Tale Tale … (19yy)" of
-    /// eleven lengths); popularity varies by id.
-    fn tie_heavy(n: i64) -> (tempfile::TempDir, Catalogue) {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = Catalogue::create(&dir.path().join("t.db")).unwrap();
-        let tx = cat.connection().unchecked_transaction().unwrap();
-        for id in 1..=n {
-            let title = match id % 5 {
-                0 => format!(
-                    "Star{} (19{:02})",
-                    " Tale".repeat((id % 11) as usize),
-                    id % 100
-                ),
-                1 => format!("Stargate {} Star Story (2000)", id % 7),
-                _ => format!("Word{} Star{} (2000)", id % 7, id % 3),
-            };
-            tx.execute(
-                "INSERT INTO movies (movie_id, title, year, rating_count) VALUES (?1, ?2, 2000, ?3)",
-                params![id, title, (id * 7919) % 97],
-            )
-            .unwrap();
-        }
-        tx.execute_batch("INSERT INTO movies_fts (movies_fts) VALUES ('rebuild');")
-            .unwrap();
-        tx.commit().unwrap();
-        (dir, cat)
-    }
-
-    #[test]
-    fn the_fast_path_ranks_exactly_like_the_full_query() {
-        let (_dir, cat) = tie_heavy(2000);
-        for text in [
-            "st",
-            "star",
-            "star tale",
-            "stargate",
-            "word3",
-            "word",
-            "w",
-            "star story",
-            "zzz",
-        ] {
-            for limit in [1, 5, 10, 50, 300] {
-                let expr = fts_expression(text).unwrap();
-                let exact = cat.ranked_matches(&expr, limit).unwrap();
-                assert_eq!(
-                    ids(&cat.search(text, limit).unwrap()),
-                    exact,
-                    "{text} / {limit}"
-                );
-            }
-        }
-        // Ties past the candidates make the fast path step aside; few matches never do.
-        let word = fts_expression("word").unwrap();
-        assert!(cat.ranked_candidates(&word, 10).unwrap().is_none());
-        let story = fts_expression("story").unwrap();
-        assert!(cat.ranked_candidates(&story, 10).unwrap().is_none());
-        let star = fts_expression("star tale").unwrap();
-        assert!(cat.ranked_candidates(&star, 5).unwrap().is_some());
-        let two = fts_expression("stargate 3").unwrap();
-        assert!(cat.ranked_candidates(&two, 10).unwrap().is_some());
     }
 
     #[test]
