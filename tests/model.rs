@@ -233,23 +233,25 @@ fn every_parameter_changes_after_one_step() {
     }
 }
 
+/// Saves a fresh model of `cfg` to `<tmp>/run`, reloads it and checks the scores are
+/// bit-identical; returns the weights, the folder and the checkpoint path.
+fn round_trip(cfg: &ModelConfig, seed: u64) -> (VarMap, tempfile::TempDir, PathBuf) {
+    let (varmap, model) = fresh(cfg, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run");
+    checkpoint::save(&ck, &varmap, &ck_config(cfg)).unwrap();
+    let (read_cfg, loaded) = checkpoint::load(&ck).unwrap();
+    assert_eq!(&read_cfg.model, cfg);
+    let h: [&[u32]; 2] = [&[1, 2, 3], &[0, 29, 5, 5, 8]];
+    let scores = |m: &SeqModel| m.score_histories(&h).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(scores(&model), scores(&loaded), "{}", cfg.architecture);
+    (varmap, dir, ck)
+}
+
 #[test]
 fn save_and_reload_give_bit_identical_scores() {
     let cfg = tiny_cfg(Architecture::Bert4Rec, 30);
-    let (varmap, model) = fresh(&cfg, 7);
-    let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("run");
-    checkpoint::save(&ck, &varmap, &ck_config(&cfg)).unwrap();
-    let (read_cfg, loaded) = checkpoint::load(&ck).unwrap();
-    assert_eq!(read_cfg.model, cfg);
-    let h: [&[u32]; 2] = [&[1, 2, 3], &[0, 29, 5, 5, 8]];
-    let a = model.score_histories(&h).unwrap().to_vec2::<f32>().unwrap();
-    let b = loaded
-        .score_histories(&h)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
-    assert_eq!(a, b);
+    let (varmap, dir, ck) = round_trip(&cfg, 7);
     assert_eq!(
         latest_checkpoint(dir.path(), MovieLensVersion::Ml100k),
         Some(ck.clone())
@@ -270,20 +272,7 @@ fn save_and_reload_give_bit_identical_scores() {
 #[test]
 fn sasrec_round_trips_and_stale_formats_are_refused() {
     let cfg = tiny_cfg(Architecture::SasRec, 30);
-    let (varmap, model) = fresh(&cfg, 8);
-    let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("run");
-    checkpoint::save(&ck, &varmap, &ck_config(&cfg)).unwrap();
-    let (_, loaded) = checkpoint::load(&ck).unwrap();
-    let h: [&[u32]; 2] = [&[1, 2, 3], &[0, 29, 5, 5, 8]];
-    assert_eq!(
-        model.score_histories(&h).unwrap().to_vec2::<f32>().unwrap(),
-        loaded
-            .score_histories(&h)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap()
-    );
+    let (varmap, dir, _) = round_trip(&cfg, 8);
     // Format-1 SASRec weights had a projection head this build no longer applies; a checkpoint
     // from a newer build may hold anything. Both are refused, not served wrongly.
     for format in [1, checkpoint::FORMAT + 1] {
