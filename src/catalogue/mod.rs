@@ -12,4 +12,5 @@ pub mod synthetic;
 pub use error::CatalogueError;
 pub use movie::{DatasetInfo, Movie};
 pub use query::{MAX_QUERY_BYTES, MAX_QUERY_WORDS, fts_expression};
+pub use search::SEARCH_POOL;
 pub use store::{Catalogue, Interaction};

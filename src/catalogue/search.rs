@@ -33,9 +33,30 @@ fn movie_from_row(row: &Row<'_>) -> rusqlite::Result<Movie> {
     })
 }
 
+/// How many of the most rated matches of a search are ranked by relevance.
+pub const SEARCH_POOL: i64 = 512;
+
+/// Ranks the movies by popularity (`search_rank`: rating_count descending, then movie id) and
+/// rebuilds the title search index keyed by that rank. Run after every bulk load.
+pub(crate) fn index_titles(conn: &rusqlite::Connection) -> Result<(), CatalogueError> {
+    conn.execute_batch(
+        "UPDATE movies SET search_rank = NULL;
+         UPDATE movies SET search_rank = ranked.rank
+         FROM (SELECT movie_id, row_number() OVER (ORDER BY rating_count DESC, movie_id) AS rank
+               FROM movies) AS ranked
+         WHERE movies.movie_id = ranked.movie_id;
+         INSERT INTO movies_fts (movies_fts) VALUES ('rebuild');",
+    )?;
+    Ok(())
+}
+
 impl Catalogue {
     /// Movies whose title matches `text`, best first: by FTS5 bm25 relevance, then by number of
     /// ratings (descending), then by id. At most `limit` movies.
+    ///
+    /// Relevance is ranked among the [`SEARCH_POOL`] most rated matches: a text that matches
+    /// more titles than that (a two-letter prefix on a large release) never returns a
+    /// less-rated title in their place. Below that many matches the order is exact.
     ///
     /// Any text is safe: it is split into words that are quoted for FTS5, the last word matches
     /// as a prefix, case and diacritics do not matter, and a leading article is ignored when
@@ -48,14 +69,20 @@ impl Catalogue {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // FTS5 yields matches in key order, which is popularity order (`search_rank`), so the
+        // inner LIMIT stops the scan and bm25 runs on at most SEARCH_POOL rows.
         let mut stmt = self.connection().prepare_cached(
-            "SELECT f.rowid FROM movies_fts f JOIN movies m ON m.movie_id = f.rowid
-             WHERE movies_fts MATCH ?1
-             ORDER BY bm25(movies_fts), m.rating_count DESC, m.movie_id
-             LIMIT ?2",
+            "SELECT m.movie_id FROM (
+                 SELECT rowid AS search_rank, bm25(movies_fts) AS score FROM movies_fts
+                 WHERE movies_fts MATCH ?1 ORDER BY rowid LIMIT ?2
+             ) AS f JOIN movies m ON m.search_rank = f.search_rank
+             ORDER BY f.score, f.search_rank
+             LIMIT ?3",
         )?;
         let ids = stmt
-            .query_map(params![expr, limit], |row| row.get::<_, i64>(0))?
+            .query_map(params![expr, SEARCH_POOL, limit], |row| {
+                row.get::<_, i64>(0)
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut by_id = self.movies_by_ids(&ids)?;
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
@@ -132,10 +159,10 @@ mod tests {
                    (6, 'Babylon 5', NULL, 1);
                  INSERT INTO genres (genre_id, name) VALUES (1, 'Sci-Fi'), (2, 'Action');
                  INSERT INTO movie_genres VALUES (1, 1), (1, 2);
-                 INSERT INTO links VALUES (1, '0133093', 603);
-                 INSERT INTO movies_fts (movies_fts) VALUES ('rebuild');",
+                 INSERT INTO links VALUES (1, '0133093', 603);",
             )
             .unwrap();
+        index_titles(cat.connection()).unwrap();
         (dir, cat)
     }
 
@@ -203,6 +230,76 @@ mod tests {
         );
         assert_eq!(ids(&cat.search("matrix)", 10).unwrap()), vec![1, 2]);
         assert!(cat.search("matrix", 0).unwrap().is_empty());
+    }
+
+    /// A catalogue of `n` titles "Alpha Beta <i>" rated i times, plus "Alpha (2000)" rated
+    /// `short_count` times: the short title is the most relevant match for "alpha".
+    fn pool_fixture(n: i64, short_count: i64) -> (tempfile::TempDir, Catalogue) {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalogue::create(&dir.path().join("t.db")).unwrap();
+        let c = cat.connection();
+        let mut insert = c
+            .prepare("INSERT INTO movies (movie_id, title, rating_count) VALUES (?1, ?2, ?3)")
+            .unwrap();
+        for i in 1..=n {
+            insert
+                .execute(params![i, format!("Alpha Beta {i}"), i])
+                .unwrap();
+        }
+        insert
+            .execute(params![n + 1, "Alpha (2000)", short_count])
+            .unwrap();
+        drop(insert);
+        index_titles(cat.connection()).unwrap();
+        (dir, cat)
+    }
+
+    /// The order of the whole match set: bm25, then rating count, then id.
+    fn exact_order(cat: &Catalogue, text: &str, limit: i64) -> Vec<i64> {
+        let expr = fts_expression(text).unwrap();
+        let mut stmt = cat
+            .connection()
+            .prepare(
+                "SELECT m.movie_id FROM movies_fts f JOIN movies m ON m.search_rank = f.rowid
+                 WHERE movies_fts MATCH ?1
+                 ORDER BY bm25(movies_fts), m.rating_count DESC, m.movie_id LIMIT ?2",
+            )
+            .unwrap();
+        stmt.query_map(params![expr, limit], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn below_the_pool_the_order_is_exact() {
+        let (_dir, cat) = pool_fixture(SEARCH_POOL - 1, 0);
+        for text in ["alpha", "al", "alpha beta", "beta 1", "alpha beta 4"] {
+            let got = ids(&cat.search(text, 20).unwrap());
+            assert!(!got.is_empty(), "{text}");
+            assert_eq!(got, exact_order(&cat, text, 20), "{text}");
+        }
+        // The least rated but shortest title is the most relevant "alpha".
+        assert_eq!(ids(&cat.search("alpha", 1).unwrap()), vec![SEARCH_POOL]);
+    }
+
+    #[test]
+    fn beyond_the_pool_relevance_is_ranked_among_the_most_rated() {
+        let (_dir, cat) = pool_fixture(SEARCH_POOL + 100, 0);
+        let got = ids(&cat.search("alpha", 10).unwrap());
+        // The short title is rated least, so outside the pool: the most rated matches come
+        // back, ties broken by popularity.
+        let most_rated: Vec<i64> = (0..10).map(|i| SEARCH_POOL + 100 - i).collect();
+        assert_eq!(got, most_rated);
+        // Rated enough to be in the pool, it ranks first again.
+        let (_dir, cat) = pool_fixture(SEARCH_POOL + 100, 1_000);
+        assert_eq!(
+            ids(&cat.search("alpha", 1).unwrap()),
+            vec![SEARCH_POOL + 101]
+        );
+        // A narrow query is exact whatever the size.
+        assert_eq!(ids(&cat.search("beta 7", 3).unwrap()), vec![79, 78, 77]);
+        assert_eq!(exact_order(&cat, "beta 7", 3), vec![79, 78, 77]);
     }
 
     #[test]

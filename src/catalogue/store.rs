@@ -11,9 +11,10 @@ use super::CatalogueError;
 
 /// The schema, one entry per file under `migrations/`, applied in order.
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
-    Migrations::new(vec![M::up(include_str!(
-        "../../migrations/0001_catalogue.sql"
-    ))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_catalogue.sql")),
+        M::up(include_str!("../../migrations/0002_search_rank.sql")),
+    ])
 });
 
 /// How long a connection waits for a lock held by another one.
@@ -123,6 +124,35 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(MIGRATIONS.validate().is_ok());
+    }
+
+    #[test]
+    fn a_catalogue_of_the_first_schema_is_migrated_and_searchable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = Connection::open(&path).unwrap();
+        MIGRATIONS.to_version(&mut conn, 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO movies (movie_id, title, rating_count) VALUES
+               (10, 'Terminator, The (1984)', 5), (20, 'Terminal, The (2004)', 9);
+             INSERT INTO movies_fts (movies_fts) VALUES ('rebuild');",
+        )
+        .unwrap();
+        drop(conn);
+        assert!(matches!(
+            Catalogue::open_read_only(&path),
+            Err(CatalogueError::Outdated { pending: 1, .. })
+        ));
+        let cat = Catalogue::open(&path).unwrap();
+        let found: Vec<i64> = cat
+            .search("termin", 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.movie_id)
+            .collect();
+        assert_eq!(found, vec![20, 10]);
+        drop(cat);
+        assert!(Catalogue::open_read_only(&path).is_ok());
     }
 
     #[test]

@@ -203,8 +203,7 @@ impl Build {
             }
         }
         let c = self.counts;
-        self.conn
-            .execute_batch("INSERT INTO movies_fts (movies_fts) VALUES ('rebuild')")?;
+        crate::catalogue::search::index_titles(&self.conn)?;
         self.conn.execute(
             "INSERT INTO dataset (id, version, source_md5, movies, ratings, tags, links, users,
                                   created_at)
