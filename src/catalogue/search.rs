@@ -54,9 +54,9 @@ impl Catalogue {
     /// Movies whose title matches `text`, best first: by FTS5 bm25 relevance, then by number of
     /// ratings (descending), then by id. At most `limit` movies.
     ///
-    /// Relevance is ranked among the [`SEARCH_POOL`] most rated matches: a text that matches
-    /// more titles than that (a two-letter prefix on a large release) never returns a
-    /// less-rated title in their place. Below that many matches the order is exact.
+    /// Only the [`SEARCH_POOL`] most rated matches are ranked: when a text matches more titles
+    /// than that (a two-letter prefix on a large release), a less rated match is left out even
+    /// where bm25 would rank it higher. Below that many matches the order is exact.
     ///
     /// Any text is safe: it is split into words that are quoted for FTS5, the last word matches
     /// as a prefix, case and diacritics do not matter, and a leading article is ignored when
