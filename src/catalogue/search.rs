@@ -188,6 +188,16 @@ mod tests {
     }
 
     #[test]
+    fn a_one_letter_last_word_is_a_prefix() {
+        let (_dir, cat) = fixture();
+        assert_eq!(ids(&cat.search("matrix r", 10).unwrap()), vec![2]);
+        let mut m = ids(&cat.search("m", 10).unwrap());
+        m.sort_unstable();
+        assert_eq!(m, vec![1, 2, 5]);
+        assert!(cat.search("matrix q", 10).unwrap().is_empty());
+    }
+
+    #[test]
     fn movies_carry_genres_and_links() {
         let (_dir, cat) = fixture();
         let m = cat.movie(1).unwrap().unwrap();

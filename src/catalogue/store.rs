@@ -14,6 +14,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_catalogue.sql")),
         M::up(include_str!("../../migrations/0002_search_rank.sql")),
+        M::up(include_str!("../../migrations/0003_search_prefix_1.sql")),
     ])
 });
 
@@ -141,7 +142,7 @@ mod tests {
         drop(conn);
         assert!(matches!(
             Catalogue::open_read_only(&path),
-            Err(CatalogueError::Outdated { pending: 1, .. })
+            Err(CatalogueError::Outdated { pending: 2, .. })
         ));
         let cat = Catalogue::open(&path).unwrap();
         let found: Vec<i64> = cat
@@ -151,6 +152,13 @@ mod tests {
             .map(|m| m.movie_id)
             .collect();
         assert_eq!(found, vec![20, 10]);
+        let one_letter: Vec<i64> = cat
+            .search("terminal t", 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.movie_id)
+            .collect();
+        assert_eq!(one_letter, vec![20]);
         drop(cat);
         assert!(Catalogue::open_read_only(&path).is_ok());
     }

@@ -146,11 +146,14 @@ fn search_bench(path: &Path, n: usize, rounds: usize) -> anyhow::Result<()> {
         hits += catalogue.search(q, 10)?.len();
     }
     let mut micros = Vec::with_capacity(queries.len() * rounds);
+    let mut per_query = vec![Vec::with_capacity(rounds.max(1)); queries.len()];
     for _ in 0..rounds.max(1) {
-        for q in &queries {
+        for (q, times) in queries.iter().zip(&mut per_query) {
             let t = Instant::now();
             let found = catalogue.search(q, 10)?;
-            micros.push(t.elapsed().as_secs_f64() * 1e6);
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            micros.push(us);
+            times.push(us);
             std::hint::black_box(found);
         }
     }
@@ -166,8 +169,23 @@ fn search_bench(path: &Path, n: usize, rounds: usize) -> anyhow::Result<()> {
         pct(0.99),
         pct(1.0),
     );
+    let mut slowest: Vec<(f64, &str)> = per_query
+        .iter_mut()
+        .zip(&queries)
+        .map(|(times, q)| (median(times), q.as_str()))
+        .collect();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (us, q) in slowest.iter().take(SLOWEST_SHOWN) {
+        println!(
+            "  slow query (median of rounds) {:>8.3} ms  {q:?}",
+            us / 1000.0
+        );
+    }
     Ok(())
 }
+
+/// How many of the slowest search queries the benchmark names.
+const SLOWEST_SHOWN: usize = 8;
 
 fn run_dump(version: MovieLensVersion, source: &Path, db: &Path) -> anyhow::Result<DumpReport> {
     let opts = DumpOptions {
