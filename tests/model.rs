@@ -193,6 +193,48 @@ fn sasrec_is_causal() {
 }
 
 #[test]
+fn scoring_the_last_column_alone_equals_the_full_encoding() {
+    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+        let mut cfg = tiny_cfg(arch, 30);
+        cfg.layers = 3;
+        let (_, model) = fresh(&cfg, 4);
+        let seqs = [
+            vec![3, 1, 4],
+            vec![5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3],
+            vec![2],
+        ];
+        let ids = pad_left(&seqs, cfg.pad(), &Device::Cpu).unwrap();
+        let t = 12;
+        let full = model.encode(&ids, None).unwrap().to_vec2::<f32>().unwrap();
+        let last = model.encode_last(&ids).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(last.len(), seqs.len());
+        for (row, got) in last.iter().enumerate() {
+            let want = &full[row * t + t - 1];
+            assert_eq!(got.len(), cfg.hidden);
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-4, "{arch:?} row {row}: {g} vs {w}");
+            }
+        }
+        // The inference head (fused norm for BERT4Rec) scores as the training head does.
+        let rows: Vec<f32> = (0..seqs.len())
+            .flat_map(|row| full[row * t + t - 1].clone())
+            .collect();
+        let rows = Tensor::from_vec(rows, (seqs.len(), cfg.hidden), &Device::Cpu).unwrap();
+        let want = model.scores(&rows).unwrap().to_vec2::<f32>().unwrap();
+        let got = model.score_last(&ids).unwrap().to_vec2::<f32>().unwrap();
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() < 1e-4, "{arch:?} scores: {g} vs {w}");
+        }
+        let one = pad_left(&[vec![7]], cfg.pad(), &Device::Cpu).unwrap();
+        let full = model.encode(&one, None).unwrap().to_vec2::<f32>().unwrap();
+        let last = model.encode_last(&one).unwrap().to_vec2::<f32>().unwrap();
+        for (g, w) in last[0].iter().zip(&full[0]) {
+            assert!((g - w).abs() < 1e-4, "{arch:?} length 1: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
 fn every_parameter_changes_after_one_step() {
     for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
         let cfg = tiny_cfg(arch, 30);

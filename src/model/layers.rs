@@ -1,14 +1,15 @@
 //! Building blocks: layer norm with a backward pass, linear layers over flattened rows,
 //! multi-head self-attention with an additive mask, and the pre-norm encoder block.
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::ModelConfig;
 use super::dropout::{DropoutRng, dropout};
+use super::fused::{normalize_last_dim, softmax_last_dim};
 
-/// Layer normalisation written with plain tensor ops, so gradients flow through it (candle's
-/// fused `LayerNorm` has no backward pass).
+/// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): the
+/// normalisation is one op of [`super::fused`], the scale and shift are tensor ops.
 pub(crate) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -25,13 +26,14 @@ impl LayerNorm {
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mean = xs.mean_keepdim(D::Minus1)?;
-        let centred = xs.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
+        normalize_last_dim(xs, self.eps as f32)?
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)
+    }
+
+    /// The same with candle's fused kernel, which has no backward pass: inference only.
+    pub(crate) fn forward_inference(&self, xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps as f32)
     }
 }
 
@@ -96,7 +98,7 @@ impl SelfAttention {
         let v = split(self.value.forward(xs)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = softmax_last_dim(&scores)?;
         let probs = dropout(&probs, self.dropout, rng)?;
         let ctx = probs
             .matmul(&v)?
@@ -105,6 +107,56 @@ impl SelfAttention {
             .reshape((b * t, self.heads * self.head_dim))?;
         self.output.forward(&ctx)
     }
+}
+
+impl SelfAttention {
+    /// Inference: no dropout, and the fused softmax, which has no backward pass. Every row of
+    /// `xs` `(B*T, H)` is a key and a value; with `last_only` only the last row of each sequence
+    /// is a query and the result is `(B, H)` (otherwise `(B*T, H)`, as `forward`). `mask` as in
+    /// `forward`; its query dimension, when it has one, is narrowed to the queries.
+    fn infer(
+        &self,
+        xs: &Tensor,
+        (b, t): (usize, usize),
+        mask: &Tensor,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let (queries, rows) = if last_only {
+            (last_rows(xs, (b, t))?, 1)
+        } else {
+            (xs.clone(), t)
+        };
+        let split = |x: Tensor, rows: usize| -> Result<Tensor> {
+            x.reshape((b, rows, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(&queries)?, rows)?;
+        let k = split(self.key.forward(xs)?, t)?;
+        let v = split(self.value.forward(xs)?, t)?;
+        let mask = match mask.dims() {
+            [_, _, r, _] if *r == t && rows == 1 => mask.narrow(2, t - 1, 1)?,
+            _ => mask.clone(),
+        };
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * rows, self.heads * self.head_dim))?;
+        self.output.forward(&ctx)
+    }
+}
+
+/// The last row of each sequence of rows `(B*T, H)`: `(B, H)`.
+pub(crate) fn last_rows(xs: &Tensor, (b, t): (usize, usize)) -> Result<Tensor> {
+    let h = xs.dim(1)?;
+    xs.reshape((b, t, h))?
+        .narrow(1, t - 1, 1)?
+        .reshape((b, h))?
+        .contiguous()
 }
 
 /// One transformer block, pre-norm: `x + drop(attn(ln(x)))`, then `x + drop(ffn(ln(x)))` with a
@@ -149,5 +201,29 @@ impl EncoderBlock {
         let inner = dropout(&inner, self.dropout, rng.as_deref_mut())?;
         let out = self.ffn_out.forward(&inner)?;
         xs + dropout(&out, self.dropout, rng)?
+    }
+
+    /// Inference: [`forward`](Self::forward) without dropout, with the fused layer norm and
+    /// softmax (no backward pass). With `last_only` the result is the last row of each sequence,
+    /// `(B, H)`, and the attention query, the feed-forward and the norms run for that row alone.
+    pub(crate) fn infer(
+        &self,
+        xs: &Tensor,
+        bt: (usize, usize),
+        mask: &Tensor,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let normed = self.attention_norm.forward_inference(xs)?;
+        let attended = self.attention.infer(&normed, bt, mask, last_only)?;
+        let xs = if last_only {
+            last_rows(xs, bt)?
+        } else {
+            xs.clone()
+        };
+        let xs = (xs + attended)?;
+        let normed = self.ffn_norm.forward_inference(&xs)?;
+        let inner = self.ffn_in.forward(&normed)?.gelu_erf()?;
+        let out = self.ffn_out.forward(&inner)?;
+        xs + out
     }
 }

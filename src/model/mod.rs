@@ -6,6 +6,7 @@
 pub mod checkpoint;
 mod config;
 mod dropout;
+mod fused;
 mod layers;
 pub mod loss;
 mod net;

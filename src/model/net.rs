@@ -85,6 +85,23 @@ impl SeqModel {
     /// `rng` is given (training).
     pub fn encode(&self, ids: &Tensor, mut rng: Option<&mut DropoutRng>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
+        let xs = self.embed(ids)?;
+        let xs = match &self.embedding_norm {
+            Some(norm) => norm.forward(&xs)?,
+            None => xs,
+        };
+        let mut xs = dropout(&xs, self.cfg.dropout, rng.as_deref_mut())?;
+        let mask = self.attention_mask(ids)?;
+        for block in &self.blocks {
+            xs = block.forward(&xs, (b, t), &mask, rng.as_deref_mut())?;
+        }
+        self.final_norm.forward(&xs)
+    }
+
+    /// The embedding rows `(B*T, H)` of left-padded ids `(B, T)`: items plus positions, before
+    /// BERT4Rec's embedding norm and before dropout.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
         let h = self.cfg.hidden;
         if t == 0 || t > self.cfg.max_len {
             candle_core::bail!("sequence length {t} outside 1..={}", self.cfg.max_len);
@@ -100,17 +117,29 @@ impl SeqModel {
             .position_embeddings
             .narrow(0, self.cfg.max_len - t, t)?
             .unsqueeze(0)?;
-        let xs = items.broadcast_add(&positions)?.reshape((b * t, h))?;
-        let xs = match &self.embedding_norm {
-            Some(norm) => norm.forward(&xs)?,
-            None => xs,
-        };
-        let mut xs = dropout(&xs, self.cfg.dropout, rng.as_deref_mut())?;
-        let mask = self.attention_mask(ids)?;
-        for block in &self.blocks {
-            xs = block.forward(&xs, (b, t), &mask, rng.as_deref_mut())?;
+        items.broadcast_add(&positions)?.reshape((b * t, h))
+    }
+
+    /// The encoder output at the last column of left-padded ids `(B, T)`, inference only:
+    /// `(B, H)`, equal to [`encode`](Self::encode) without dropout at that column. The last
+    /// block computes its query, feed-forward and norms for that column alone.
+    pub fn encode_last(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let mut xs = self.embed(ids)?;
+        if let Some(norm) = &self.embedding_norm {
+            xs = norm.forward_inference(&xs)?;
         }
-        self.final_norm.forward(&xs)
+        let Some((last, rest)) = self.blocks.split_last() else {
+            return self
+                .final_norm
+                .forward_inference(&super::layers::last_rows(&xs, (b, t))?);
+        };
+        let mask = self.attention_mask(ids)?;
+        for block in rest {
+            xs = block.infer(&xs, (b, t), &mask, false)?;
+        }
+        let xs = last.infer(&xs, (b, t), &mask, true)?;
+        self.final_norm.forward_inference(&xs)
     }
 
     /// Scores hidden rows `(N, H)` against every movie: `(N, items)`.
@@ -132,6 +161,16 @@ impl SeqModel {
         self.head(hidden)?
             .matmul(output)?
             .broadcast_add(&self.output_bias)
+    }
+
+    /// [`scores_against`](Self::scores_against) for inference: the head's layer norm is the
+    /// fused kernel, which has no backward pass.
+    fn infer_scores_against(&self, hidden: &Tensor, output: &Tensor) -> Result<Tensor> {
+        let transformed = match &self.head {
+            Some((dense, norm)) => norm.forward_inference(&dense.forward(hidden)?.gelu_erf()?)?,
+            None => hidden.clone(),
+        };
+        transformed.matmul(output)?.broadcast_add(&self.output_bias)
     }
 
     /// The output head before the item scores: dense, GELU, layer norm (BERT4Rec); SASRec
@@ -188,14 +227,7 @@ impl SeqModel {
     }
 
     fn score_last_against(&self, ids: &Tensor, output: &Tensor) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let hidden = self
-            .encode(ids, None)?
-            .reshape((b, t, self.cfg.hidden))?
-            .narrow(1, t - 1, 1)?
-            .squeeze(1)?
-            .contiguous()?;
-        self.scores_against(&hidden, output)
+        self.infer_scores_against(&self.encode_last(ids)?, output)
     }
 
     /// The model input that predicts the item after `history`: BERT4Rec appends [MASK] to the
