@@ -14,6 +14,16 @@ pub enum CatalogueError {
     /// A read-only open found a schema older than this program's.
     #[error("catalogue {path} lacks {pending} schema migration(s): run `movierec dump` again")]
     Outdated { path: PathBuf, pending: i32 },
+    /// The catalogue was written by a newer movierec, with schema migrations this one lacks.
+    #[error(
+        "catalogue {path} has schema version {found}, newer than this program's {supported}: \
+         upgrade movierec or run `movierec dump` again with this one"
+    )]
+    Newer {
+        path: PathBuf,
+        found: usize,
+        supported: usize,
+    },
     /// The SQLite layer failed.
     #[error("catalogue database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -5,18 +5,19 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use rusqlite::{Connection, OpenFlags};
-use rusqlite_migration::{M, Migrations};
+use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 use super::CatalogueError;
 
 /// The schema, one entry per file under `migrations/`, applied in order.
-static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
-    Migrations::new(vec![
-        M::up(include_str!("../../migrations/0001_catalogue.sql")),
-        M::up(include_str!("../../migrations/0002_search_rank.sql")),
-        M::up(include_str!("../../migrations/0003_search_prefix_1.sql")),
-    ])
-});
+const MIGRATION_FILES: [&str; 3] = [
+    include_str!("../../migrations/0001_catalogue.sql"),
+    include_str!("../../migrations/0002_search_rank.sql"),
+    include_str!("../../migrations/0003_search_prefix_1.sql"),
+];
+
+static MIGRATIONS: LazyLock<Migrations<'static>> =
+    LazyLock::new(|| Migrations::new(MIGRATION_FILES.iter().map(|sql| M::up(sql)).collect()));
 
 /// How long a connection waits for a lock held by another one.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -24,6 +25,18 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Applies every migration to `conn` (a fresh build file of the dump).
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), CatalogueError> {
     MIGRATIONS.to_latest(conn)?;
+    Ok(())
+}
+
+/// Refuses a catalogue whose schema is newer than the migrations this program knows.
+fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), CatalogueError> {
+    if let SchemaVersion::Outside(found) = MIGRATIONS.current_version(conn)? {
+        return Err(CatalogueError::Newer {
+            path: path.to_path_buf(),
+            found: found.get(),
+            supported: MIGRATION_FILES.len(),
+        });
+    }
     Ok(())
 }
 
@@ -51,6 +64,7 @@ impl Catalogue {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        refuse_newer(&conn, path)?;
         Self::configure(conn)
     }
 
@@ -65,6 +79,7 @@ impl Catalogue {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        refuse_newer(&conn, path)?;
         let pending = MIGRATIONS.pending_migrations(&conn)?;
         if pending != 0 {
             return Err(CatalogueError::Outdated {
@@ -161,6 +176,30 @@ mod tests {
         assert_eq!(one_letter, vec![20]);
         drop(cat);
         assert!(Catalogue::open_read_only(&path).is_ok());
+    }
+
+    #[test]
+    fn a_catalogue_of_a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        drop(Catalogue::create(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        for result in [Catalogue::open(&path), Catalogue::open_read_only(&path)] {
+            match result {
+                Err(CatalogueError::Newer {
+                    found, supported, ..
+                }) => assert_eq!((found, supported), (99, MIGRATION_FILES.len())),
+                Err(other) => panic!("unexpected error: {other}"),
+                Ok(_) => panic!("a newer catalogue was opened"),
+            }
+        }
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 99);
     }
 
     #[test]
