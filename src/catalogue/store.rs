@@ -160,20 +160,12 @@ mod tests {
             Err(CatalogueError::Outdated { pending: 2, .. })
         ));
         let cat = Catalogue::open(&path).unwrap();
-        let found: Vec<i64> = cat
-            .search("termin", 10)
-            .unwrap()
-            .iter()
-            .map(|m| m.movie_id)
-            .collect();
-        assert_eq!(found, vec![20, 10]);
-        let one_letter: Vec<i64> = cat
-            .search("terminal t", 10)
-            .unwrap()
-            .iter()
-            .map(|m| m.movie_id)
-            .collect();
-        assert_eq!(one_letter, vec![20]);
+        let found = |text: &str| -> Vec<i64> {
+            let movies = cat.search(text, 10).unwrap();
+            movies.iter().map(|m| m.movie_id).collect()
+        };
+        assert_eq!(found("termin"), vec![20, 10]);
+        assert_eq!(found("terminal t"), vec![20]);
         drop(cat);
         assert!(Catalogue::open_read_only(&path).is_ok());
     }

@@ -84,43 +84,34 @@ impl SelfAttention {
     fn forward(
         &self,
         xs: &Tensor,
-        (b, t): (usize, usize),
+        bt: (usize, usize),
         mask: &Tensor,
         rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let split = |x: Tensor| -> Result<Tensor> {
-            x.reshape((b, t, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split(self.query.forward(xs)?)?;
-        let k = split(self.key.forward(xs)?)?;
-        let v = split(self.value.forward(xs)?)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(mask)?;
-        let probs = softmax_last_dim(&scores)?;
-        let probs = dropout(&probs, self.dropout, rng)?;
-        let ctx = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * t, self.heads * self.head_dim))?;
-        self.output.forward(&ctx)
+        self.attend(xs, bt, mask, Pass::Train(rng))
     }
-}
 
-impl SelfAttention {
-    /// Inference: no dropout, and the fused softmax, which has no backward pass. Every row of
-    /// `xs` `(B*T, H)` is a key and a value; with `last_only` only the last row of each sequence
-    /// is a query and the result is `(B, H)` (otherwise `(B*T, H)`, as `forward`). `mask` as in
-    /// `forward`; its query dimension, when it has one, is narrowed to the queries.
+    /// Inference: no dropout, and the fused softmax, which has no backward pass. With
+    /// `last_only` only the last row of each sequence is a query and the result is `(B, H)`
+    /// (otherwise `(B*T, H)`, as `forward`); every row is still a key and a value.
     fn infer(
+        &self,
+        xs: &Tensor,
+        bt: (usize, usize),
+        mask: &Tensor,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        self.attend(xs, bt, mask, Pass::Infer { last_only })
+    }
+
+    fn attend(
         &self,
         xs: &Tensor,
         (b, t): (usize, usize),
         mask: &Tensor,
-        last_only: bool,
+        pass: Pass<'_>,
     ) -> Result<Tensor> {
+        let last_only = matches!(pass, Pass::Infer { last_only: true });
         let (queries, rows) = if last_only {
             (last_rows(xs, (b, t))?, 1)
         } else {
@@ -134,13 +125,17 @@ impl SelfAttention {
         let q = split(self.query.forward(&queries)?, rows)?;
         let k = split(self.key.forward(xs)?, t)?;
         let v = split(self.value.forward(xs)?, t)?;
+        // The query dimension of a causal mask follows the queries.
         let mask = match mask.dims() {
             [_, _, r, _] if *r == t && rows == 1 => mask.narrow(2, t - 1, 1)?,
             _ => mask.clone(),
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = match pass {
+            Pass::Train(rng) => dropout(&softmax_last_dim(&scores)?, self.dropout, rng)?,
+            Pass::Infer { .. } => candle_nn::ops::softmax_last_dim(&scores)?,
+        };
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -148,6 +143,12 @@ impl SelfAttention {
             .reshape((b * rows, self.heads * self.head_dim))?;
         self.output.forward(&ctx)
     }
+}
+
+/// How attention runs: training (backward pass, dropout when a generator is given) or inference.
+enum Pass<'a> {
+    Train(Option<&'a mut DropoutRng>),
+    Infer { last_only: bool },
 }
 
 /// The last row of each sequence of rows `(B*T, H)`: `(B, H)`.
