@@ -1,14 +1,10 @@
 //! The `movierec` command line: parses flags (with `.env` and environment fallbacks) and calls the
 //! library. Nothing else lives here.
 
+mod allocator;
 mod commands;
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc keeps freed pages for reuse: candle allocates a fresh buffer for every tensor op, and
-/// with the system allocator the large ones go back to the kernel and fault in again each step.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// movierec: a sequential movie recommender over MovieLens.
 #[derive(Debug, Parser)]
@@ -47,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     // A missing `.env` is fine: the environment and flags still apply.
     let _ = dotenvy::dotenv();
     movierec::telemetry::init();
+    allocator::keep_freed_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => commands::demo::run(args),
