@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PURGE_DELAY: mi_option_t = 15;
 /// mimalloc v3's default purge delay, in milliseconds (`src/options.c`): what the option must
 /// read before it is set, or the index above does not name it (another mimalloc version).
-const DEFAULT_PURGE_DELAY: i64 = 1000;
+const DEFAULT_PURGE_DELAY: std::ffi::c_long = 1000;
 /// The environment variable through which mimalloc reads the option; when set, it wins.
 const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
@@ -30,7 +30,7 @@ pub fn keep_freed_pages() {
     // notes only that the calls are not synchronised, and `main` makes them before any thread
     // of ours starts.
     unsafe {
-        if i64::from(mi_option_get(PURGE_DELAY)) != DEFAULT_PURGE_DELAY {
+        if mi_option_get(PURGE_DELAY) != DEFAULT_PURGE_DELAY {
             tracing::debug!("mimalloc option layout not recognised: purging left as it is");
             return;
         }
@@ -48,7 +48,7 @@ mod tests {
         // mimalloc layout fails here rather than silently setting another option.
         let value = unsafe { mi_option_get(PURGE_DELAY) };
         if std::env::var_os(PURGE_DELAY_ENV).is_none() {
-            assert_eq!(i64::from(value), DEFAULT_PURGE_DELAY);
+            assert_eq!(value, DEFAULT_PURGE_DELAY);
         }
     }
 }
