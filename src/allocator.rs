@@ -20,22 +20,24 @@ const DEFAULT_PURGE_DELAY: std::ffi::c_long = 1000;
 /// The environment variable through which mimalloc reads the option; when set, it wins.
 const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
-/// Turns off mimalloc's purging of freed memory, unless `MIMALLOC_PURGE_DELAY` says otherwise.
-/// Call once, early in `main`.
-pub fn keep_freed_pages() {
+/// Turns off mimalloc's purging of freed memory, unless `MIMALLOC_PURGE_DELAY` is in the
+/// process environment (mimalloc read it at start-up; a `.env` file is loaded too late for it).
+/// Call first thing in `main`, before `.env` is loaded. Returns false when the option was left
+/// alone because mimalloc's option layout is not the one expected.
+pub fn keep_freed_pages() -> bool {
     if std::env::var_os(PURGE_DELAY_ENV).is_some() {
-        return;
+        return true;
     }
     // SAFETY: reading and setting a mimalloc option has no memory-safety requirement; mimalloc
     // notes only that the calls are not synchronised, and `main` makes them before any thread
     // of ours starts.
     unsafe {
         if mi_option_get(PURGE_DELAY) != DEFAULT_PURGE_DELAY {
-            tracing::debug!("mimalloc option layout not recognised: purging left as it is");
-            return;
+            return false;
         }
         mi_option_set(PURGE_DELAY, -1);
     }
+    true
 }
 
 #[cfg(test)]

@@ -40,10 +40,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let purging_off = allocator::keep_freed_pages();
     // A missing `.env` is fine: the environment and flags still apply.
     let _ = dotenvy::dotenv();
     movierec::telemetry::init();
-    allocator::keep_freed_pages();
+    if !purging_off {
+        tracing::debug!("mimalloc's option layout not recognised: purging left as it is");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => commands::demo::run(args),
