@@ -194,9 +194,12 @@ fn sasrec_is_causal() {
 
 #[test]
 fn scoring_the_last_column_alone_equals_the_full_encoding() {
-    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+    let cases = [Architecture::Bert4Rec, Architecture::SasRec]
+        .into_iter()
+        .flat_map(|arch| [(arch, 3), (arch, 0)]);
+    for (arch, layers) in cases {
         let mut cfg = tiny_cfg(arch, 30);
-        cfg.layers = 3;
+        cfg.layers = layers;
         let (_, model) = fresh(&cfg, 4);
         let seqs = [
             vec![3, 1, 4],

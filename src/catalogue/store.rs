@@ -166,6 +166,16 @@ mod tests {
         };
         assert_eq!(found("termin"), vec![20, 10]);
         assert_eq!(found("terminal t"), vec![20]);
+        // Migration 0003: a one-character prefix index serves that last word.
+        let fts: String = cat
+            .connection()
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'movies_fts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(fts.contains("prefix = '1 2 3'"), "{fts}");
         drop(cat);
         assert!(Catalogue::open_read_only(&path).is_ok());
     }

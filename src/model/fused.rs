@@ -33,6 +33,16 @@ fn with_rows<T>(t: &Tensor, op: &str, f: impl FnOnce(&[f32], usize) -> Result<T>
     f(data, width)
 }
 
+/// Applies `f` to every row of `data` (rows of `width`), writing each result row into a new
+/// buffer of the same size.
+fn map_rows(data: &[f32], width: usize, f: impl Fn(&[f32], &mut [f32])) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for (row, dst) in data.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        f(row, dst);
+    }
+    out
+}
+
 /// Softmax over the last dimension.
 struct SoftmaxRows;
 
@@ -43,8 +53,7 @@ impl CustomOp1 for SoftmaxRows {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (data, width) = rows(storage, layout, self.name())?;
-        let mut out = vec![0f32; data.len()];
-        for (row, dst) in data.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let out = map_rows(data, width, |row, dst| {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
             for (d, &x) in dst.iter_mut().zip(row) {
@@ -53,7 +62,7 @@ impl CustomOp1 for SoftmaxRows {
             }
             let inv = 1.0 / sum;
             dst.iter_mut().for_each(|d| *d *= inv);
-        }
+        });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -106,13 +115,12 @@ impl CustomOp1 for NormalizeRows {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (data, width) = rows(storage, layout, self.name())?;
-        let mut out = vec![0f32; data.len()];
-        for (row, dst) in data.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let out = map_rows(data, width, |row, dst| {
             let (mean, inv_std) = self.moments(row);
             for (d, &x) in dst.iter_mut().zip(row) {
                 *d = (x - mean) * inv_std;
             }
-        }
+        });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
