@@ -5,7 +5,10 @@
 //! divide) reads and allocates the whole tensor once per op, forward and backward. These ops
 //! read their input once forward and write the gradient once backward.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
+};
+use rayon::prelude::*;
 
 /// The contiguous `f32` data of `layout` in `storage`, and its last dimension.
 fn rows<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<(&'a [f32], usize)> {
@@ -33,12 +36,45 @@ fn with_rows<T>(t: &Tensor, op: &str, f: impl FnOnce(&[f32], usize) -> Result<T>
     f(data, width)
 }
 
+/// Rows at and above which [`map_rows`] spreads the rows over the rayon pool.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
 /// Applies `f` to every row of `data` (rows of `width`), writing each result row into a new
-/// buffer of the same size.
-fn map_rows(data: &[f32], width: usize, f: impl Fn(&[f32], &mut [f32])) -> Vec<f32> {
+/// buffer of the same size; large inputs are split over the rayon pool.
+fn map_rows(data: &[f32], width: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
     let mut out = vec![0f32; data.len()];
-    for (row, dst) in data.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        f(row, dst);
+    if data.len() >= PARALLEL_ELEMENTS {
+        out.par_chunks_exact_mut(width)
+            .zip(data.par_chunks_exact(width))
+            .for_each(|(dst, row)| f(row, dst));
+    } else {
+        for (row, dst) in data.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+            f(row, dst);
+        }
+    }
+    out
+}
+
+/// [`map_rows`] over two inputs of the same shape, row by row.
+fn map_row_pairs(
+    a: &[f32],
+    b: &[f32],
+    width: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    if a.len() >= PARALLEL_ELEMENTS {
+        out.par_chunks_exact_mut(width)
+            .zip(a.par_chunks_exact(width).zip(b.par_chunks_exact(width)))
+            .for_each(|(dst, (ra, rb))| f(ra, rb, dst));
+    } else {
+        for ((ra, rb), dst) in a
+            .chunks_exact(width)
+            .zip(b.chunks_exact(width))
+            .zip(out.chunks_exact_mut(width))
+        {
+            f(ra, rb, dst);
+        }
     }
     out
 }
@@ -70,18 +106,12 @@ impl CustomOp1 for SoftmaxRows {
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let grad = with_rows(res, self.name(), |y, width| {
             with_rows(grad_res, self.name(), |g, _| {
-                let mut out = vec![0f32; y.len()];
-                for ((yr, gr), dst) in y
-                    .chunks_exact(width)
-                    .zip(g.chunks_exact(width))
-                    .zip(out.chunks_exact_mut(width))
-                {
+                Ok(map_row_pairs(y, g, width, |yr, gr, dst| {
                     let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
                     for ((d, &yv), &gv) in dst.iter_mut().zip(yr).zip(gr) {
                         *d = yv * (gv - dot);
                     }
-                }
-                Ok(out)
+                }))
             })
         })?;
         Ok(Some(Tensor::from_vec(grad, res.shape(), res.device())?))
@@ -93,71 +123,180 @@ pub(crate) fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
     xs.contiguous()?.apply_op1(SoftmaxRows)
 }
 
-/// `(x − mean) / sqrt(var + eps)` over the last dimension (the biased variance).
-struct NormalizeRows {
+/// The mean and `1 / sqrt(var + eps)` of a row (the biased variance).
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// Sums the rows of `data` (rows of `width`): the gradient of a vector broadcast over rows.
+/// candle's own sum over the first dimension divides an index per element; this loop is
+/// contiguous and vectorises.
+pub(crate) fn column_sums(data: &[f32], width: usize) -> Vec<f32> {
+    let mut acc = vec![0f32; width];
+    for row in data.chunks_exact(width) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+    acc
+}
+
+/// The contiguous `f32` data of a vector argument, checked to have `width` elements.
+fn vector<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    width: usize,
+    op: &str,
+) -> Result<&'a [f32]> {
+    let (data, _) = rows(storage, layout, op)?;
+    if data.len() != width {
+        candle_core::bail!("{op}: a vector of {} for rows of {width}", data.len());
+    }
+    Ok(data)
+}
+
+/// Layer normalisation over the last dimension, `x̂ ⊙ w + b` with `x̂ = (x − mean) / sqrt(var +
+/// eps)`, as one op: the scale and shift need no broadcast ops, whose backward pass in candle
+/// is a slow strided sum.
+struct LayerNormRows {
     eps: f32,
 }
 
-impl NormalizeRows {
-    /// The mean and `1 / sqrt(var + eps)` of a row.
-    fn moments(&self, row: &[f32]) -> (f32, f32) {
-        let n = row.len() as f32;
-        let mean = row.iter().sum::<f32>() / n;
-        let var = row.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() / n;
-        (mean, 1.0 / (var + self.eps).sqrt())
-    }
-}
-
-impl CustomOp1 for NormalizeRows {
+impl CustomOp3 for LayerNormRows {
     fn name(&self) -> &'static str {
-        "normalize-rows"
+        "layer-norm-rows"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (data, width) = rows(storage, layout, self.name())?;
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (data, width) = rows(s1, l1, self.name())?;
+        let weight = vector(s2, l2, width, self.name())?;
+        let bias = vector(s3, l3, width, self.name())?;
         let out = map_rows(data, width, |row, dst| {
-            let (mean, inv_std) = self.moments(row);
-            for (d, &x) in dst.iter_mut().zip(row) {
-                *d = (x - mean) * inv_std;
+            let (mean, inv_std) = moments(row, self.eps);
+            for (((d, &x), &w), &b) in dst.iter_mut().zip(row).zip(weight).zip(bias) {
+                *d = (x - mean) * inv_std * w + b;
             }
         });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    /// With `x̂` the output and `σ⁻¹` the row's inverse deviation:
-    /// `dx = σ⁻¹ (g − mean(g) − x̂ ⊙ mean(g ⊙ x̂))`.
-    fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+    /// With `x̂` the normalised row, `σ⁻¹` its inverse deviation and `h = g ⊙ w`:
+    /// `dx = σ⁻¹ (h − mean(h) − x̂ ⊙ mean(h ⊙ x̂))`, `dw = Σ_rows g ⊙ x̂`, `db = Σ_rows g`.
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let name = self.name();
-        let grad = with_rows(arg, name, |x, width| {
-            with_rows(res, name, |xhat, _| {
+        let (dx, dw, db) = with_rows(arg, name, |x, width| {
+            with_rows(weight, name, |w, _| {
                 with_rows(grad_res, name, |g, _| {
                     let n = width as f32;
-                    let mut out = vec![0f32; x.len()];
-                    for (((xr, hr), gr), dst) in x
+                    let mut dx = vec![0f32; x.len()];
+                    let mut dw = vec![0f32; width];
+                    let mut h = vec![0f32; width];
+                    let mut xhat = vec![0f32; width];
+                    for ((xr, gr), dst) in x
                         .chunks_exact(width)
-                        .zip(xhat.chunks_exact(width))
                         .zip(g.chunks_exact(width))
-                        .zip(out.chunks_exact_mut(width))
+                        .zip(dx.chunks_exact_mut(width))
                     {
-                        let (_, inv_std) = self.moments(xr);
-                        let mean_g = gr.iter().sum::<f32>() / n;
-                        let mean_gh = gr.iter().zip(hr).map(|(a, b)| a * b).sum::<f32>() / n;
-                        for ((d, &gv), &hv) in dst.iter_mut().zip(gr).zip(hr) {
-                            *d = inv_std * (gv - mean_g - hv * mean_gh);
+                        let (mean, inv_std) = moments(xr, self.eps);
+                        for ((((xh, hv), acc), &xv), (&gv, &wv)) in xhat
+                            .iter_mut()
+                            .zip(h.iter_mut())
+                            .zip(dw.iter_mut())
+                            .zip(xr)
+                            .zip(gr.iter().zip(w))
+                        {
+                            *xh = (xv - mean) * inv_std;
+                            *hv = gv * wv;
+                            *acc += gv * *xh;
+                        }
+                        let mean_h = h.iter().sum::<f32>() / n;
+                        let mean_hx = h.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f32>() / n;
+                        for ((d, &hv), &xh) in dst.iter_mut().zip(&h).zip(&xhat) {
+                            *d = inv_std * (hv - mean_h - xh * mean_hx);
                         }
                     }
-                    Ok(out)
+                    Ok((dx, dw, column_sums(g, width)))
                 })
             })
         })?;
-        Ok(Some(Tensor::from_vec(grad, arg.shape(), arg.device())?))
+        let device = arg.device();
+        Ok((
+            Some(Tensor::from_vec(dx, arg.shape(), device)?),
+            Some(Tensor::from_vec(dw, weight.shape(), device)?),
+            Some(Tensor::from_vec(db, bias.shape(), device)?),
+        ))
     }
 }
 
-/// Normalises the last dimension of an `f32` tensor to zero mean and unit variance, with a
-/// backward pass.
-pub(crate) fn normalize_last_dim(xs: &Tensor, eps: f32) -> Result<Tensor> {
-    xs.contiguous()?.apply_op1(NormalizeRows { eps })
+/// Layer normalisation of the last dimension of an `f32` tensor with scale `weight` and shift
+/// `bias`, with a backward pass for all three.
+pub(crate) fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
+    xs.contiguous()?
+        .apply_op3(weight, bias, LayerNormRows { eps })
+}
+
+/// Adds a vector to every row: `x + b` for `x` of last dimension `b.len()`.
+struct AddRow;
+
+impl CustomOp2 for AddRow {
+    fn name(&self) -> &'static str {
+        "add-row"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (data, width) = rows(s1, l1, self.name())?;
+        let bias = vector(s2, l2, width, self.name())?;
+        let out = map_rows(data, width, |row, dst| {
+            for ((d, &x), &b) in dst.iter_mut().zip(row).zip(bias) {
+                *d = x + b;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let db = with_rows(grad_res, self.name(), |g, width| Ok(column_sums(g, width)))?;
+        Ok((
+            Some(grad_res.clone()),
+            Some(Tensor::from_vec(db, bias.shape(), bias.device())?),
+        ))
+    }
+}
+
+/// `xs + bias` with `bias` (a vector as long as the last dimension of `xs`) added to every row,
+/// with a backward pass for both.
+pub(crate) fn add_row(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    xs.contiguous()?.apply_op2(&bias.contiguous()?, AddRow)
 }
 
 #[cfg(test)]
@@ -210,18 +349,94 @@ mod tests {
         agree(softmax_last_dim, |x| candle_nn::ops::softmax(x, D::Minus1))
     }
 
+    /// Values and gradients (of `x` and of the vectors `vecs`) agree between `ours` and
+    /// `reference`, each given `x` and the vectors.
+    fn agree_with_vectors(
+        ours: impl Fn(&Tensor, &[Tensor]) -> Result<Tensor>,
+        reference: impl Fn(&Tensor, &[Tensor]) -> Result<Tensor>,
+        count: usize,
+    ) -> Result<()> {
+        let (rows, width) = (6, 9);
+        let x = input(rows, width)?;
+        let w = weights(rows, width)?;
+        let vecs: Vec<Var> = (0..count)
+            .map(|k| {
+                let v: Vec<f32> = (0..width)
+                    .map(|j| 1.0 + ((j * 5 + k * 3) % 7) as f32 / 4.0 - k as f32)
+                    .collect();
+                Var::from_vec(v, width, &Device::Cpu)
+            })
+            .collect::<Result<_>>()?;
+        let plain: Vec<Tensor> = vecs.iter().map(|v| v.as_tensor().clone()).collect();
+        let a = ours(x.as_tensor(), &plain)?;
+        let b = reference(x.as_tensor(), &plain)?;
+        let close = |p: &Tensor, q: &Tensor, tol: f32, what: &str| -> Result<()> {
+            let (p, q) = (
+                p.flatten_all()?.to_vec1::<f32>()?,
+                q.flatten_all()?.to_vec1::<f32>()?,
+            );
+            assert_eq!(p.len(), q.len());
+            for (u, v) in p.iter().zip(&q) {
+                assert!((u - v).abs() < tol, "{what}: {u} vs {v}");
+            }
+            assert!(p.iter().any(|u| u.abs() > 1e-3), "{what} is all zero");
+            Ok(())
+        };
+        close(&a, &b, 1e-5, "value")?;
+        let ga = (a * &w)?.sum_all()?.backward()?;
+        let gb = (b * &w)?.sum_all()?.backward()?;
+        let grad = |g: &candle_core::backprop::GradStore, v: &Var| {
+            g.get(v.as_tensor()).cloned().expect("gradient")
+        };
+        close(&grad(&ga, &x), &grad(&gb, &x), 1e-4, "gradient of x")?;
+        for v in &vecs {
+            close(&grad(&ga, v), &grad(&gb, v), 1e-4, "gradient of a vector")?;
+        }
+        Ok(())
+    }
+
     #[test]
-    fn normalisation_matches_the_composed_ops_in_value_and_gradient() -> Result<()> {
+    fn layer_norm_matches_the_composed_ops_in_value_and_gradients() -> Result<()> {
         let eps = 1e-5;
-        agree(
-            |x| normalize_last_dim(x, eps),
-            |x| {
+        agree_with_vectors(
+            |x, v| layer_norm(x, &v[0], &v[1], eps),
+            |x, v| {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let centred = x.broadcast_sub(&mean)?;
                 let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-                centred.broadcast_div(&(var + eps as f64)?.sqrt()?)
+                centred
+                    .broadcast_div(&(var + eps as f64)?.sqrt()?)?
+                    .broadcast_mul(&v[0])?
+                    .broadcast_add(&v[1])
             },
+            2,
         )
+    }
+
+    #[test]
+    fn add_row_matches_broadcast_add_in_value_and_gradients() -> Result<()> {
+        agree_with_vectors(|x, v| add_row(x, &v[0]), |x, v| x.broadcast_add(&v[0]), 1)
+    }
+
+    #[test]
+    fn row_ops_reject_a_vector_of_the_wrong_length() -> Result<()> {
+        let x = Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu)?;
+        let v = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu)?;
+        assert!(add_row(&x, &v).is_err());
+        assert!(layer_norm(&x, &v, &v, 1e-5).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn large_inputs_split_over_threads_give_the_same_softmax() -> Result<()> {
+        let (rows, width) = (PARALLEL_ELEMENTS / 64 + 3, 64);
+        let x = input(rows, width)?;
+        let ours = softmax_last_dim(x.as_tensor())?.to_vec2::<f32>()?;
+        let theirs = candle_nn::ops::softmax_last_dim(x.as_tensor())?.to_vec2::<f32>()?;
+        for (p, q) in ours.iter().flatten().zip(theirs.iter().flatten()) {
+            assert!((p - q).abs() < 1e-6, "{p} vs {q}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! Building blocks: layer norm with a backward pass, linear layers over flattened rows,
 //! multi-head self-attention with an additive mask, and the pre-norm encoder block.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::ModelConfig;
 use super::dropout::{DropoutRng, dropout};
-use super::fused::{normalize_last_dim, softmax_last_dim};
+use super::fused::{add_row, layer_norm, softmax_last_dim};
 
-/// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): the
-/// normalisation is one op of [`super::fused`], the scale and shift are tensor ops.
+/// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): one op of
+/// [`super::fused`], scale and shift included.
 pub(crate) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -26,9 +26,7 @@ impl LayerNorm {
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        normalize_last_dim(xs, self.eps as f32)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        layer_norm(xs, &self.weight, &self.bias, self.eps as f32)
     }
 
     /// The same with candle's fused kernel, which has no backward pass: inference only.
@@ -37,20 +35,27 @@ impl LayerNorm {
     }
 }
 
-/// A dense layer applied to rows `(N, in)`.
+/// A dense layer applied to rows `(N, in)`: a matmul, then the bias added by
+/// [`add_row`](super::fused::add_row), whose backward pass sums the rows contiguously.
 pub(crate) struct Linear {
-    inner: candle_nn::Linear,
+    weight: Tensor,
+    bias: Tensor,
 }
 
 impl Linear {
     pub(crate) fn load(vb: VarBuilder, input: usize, output: usize) -> Result<Self> {
+        let inner = candle_nn::linear(input, output, vb)?;
+        let Some(bias) = inner.bias().cloned() else {
+            candle_core::bail!("a dense layer without a bias");
+        };
         Ok(Self {
-            inner: candle_nn::linear(input, output, vb)?,
+            weight: inner.weight().clone(),
+            bias,
         })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.inner.forward(xs)
+        add_row(&xs.matmul(&self.weight.t()?)?, &self.bias)
     }
 }
 

@@ -3,17 +3,41 @@
 //! `candle_nn::loss::cross_entropy` composes log-softmax from half a dozen tensor ops, each
 //! reading and allocating a `(positions × items)` buffer, and backpropagates through every one.
 //! With a full item vocabulary that buffer is the largest of the step (ml-latest-small: tens of
-//! megabytes per batch). This op reads the logits once forward and writes the gradient once
-//! backward: `softmax(x) - onehot(target)`, scaled by the incoming gradient.
+//! megabytes per batch). This op adds the per-item output bias, reads the logits once forward
+//! (keeping the exponentials for the backward pass), and writes the gradient once backward:
+//! `softmax(x) - onehot(target)`, scaled by the incoming gradient; the bias gradient is its
+//! column sums. Rows are spread over the rayon pool.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use std::sync::Mutex;
 
-/// Per-row loss `logsumexp(x_i) - x_i[t_i]` of `(N, V)` logits against `N` targets.
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::fused::column_sums;
+
+/// What the forward pass leaves for the backward pass: per row, `exp(x + b - max)` and
+/// `1 / Σ exp(x + b - max)`.
+struct Softmax {
+    exps: Vec<f32>,
+    inv_sums: Vec<f32>,
+}
+
+/// Per-row loss `logsumexp(x_i + b) - (x_i[t_i] + b[t_i])` of `(N, V)` logits against `N`
+/// targets, with an optional bias `b` of `V` items.
 struct RowCrossEntropy {
     targets: Vec<u32>,
+    /// The forward pass's exponentials, taken by the backward pass.
+    saved: Mutex<Option<Softmax>>,
 }
 
 impl RowCrossEntropy {
+    fn new(targets: &[u32]) -> Self {
+        Self {
+            targets: targets.to_vec(),
+            saved: Mutex::new(None),
+        }
+    }
+
     /// The contiguous `f32` rows of `layout` in `storage`, and the vocabulary size.
     fn rows<'a>(&self, storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], usize)> {
         let CpuStorage::F32(data) = storage else {
@@ -31,13 +55,91 @@ impl RowCrossEntropy {
         };
         Ok((&data[start..end], v))
     }
-}
 
-/// `log Σ exp(row)`, computed stably.
-fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-    max + sum.ln()
+    /// The bias as a contiguous slice of `v` values.
+    fn bias<'a>(storage: &'a CpuStorage, layout: &Layout, v: usize) -> Result<&'a [f32]> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("cross-entropy expects an f32 bias");
+        };
+        match layout.contiguous_offsets() {
+            Some((start, end)) if end - start == v => Ok(&data[start..end]),
+            _ => candle_core::bail!("cross-entropy expects a contiguous bias of {v} items"),
+        }
+    }
+
+    /// The losses, keeping the exponentials for [`backward`](Self::backward).
+    fn forward(&self, data: &[f32], v: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
+        let (softmax, losses) = self.softmax(data, v, bias);
+        *self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("cross-entropy lock poisoned".into()))? =
+            Some(softmax);
+        Ok(losses)
+    }
+
+    fn softmax(&self, data: &[f32], v: usize, bias: Option<&[f32]>) -> (Softmax, Vec<f32>) {
+        let n = self.targets.len();
+        let mut exps = vec![0f32; data.len()];
+        let mut inv_sums = vec![0f32; n];
+        let mut losses = vec![0f32; n];
+        exps.par_chunks_exact_mut(v)
+            .zip(data.par_chunks_exact(v))
+            .zip(inv_sums.par_iter_mut().zip(losses.par_iter_mut()))
+            .zip(self.targets.par_iter())
+            .for_each(|(((e, row), (inv, loss)), &t)| {
+                match bias {
+                    Some(b) => e.iter_mut().zip(row).zip(b).for_each(|((e, &x), &b)| {
+                        *e = x + b;
+                    }),
+                    None => e.copy_from_slice(row),
+                }
+                let target = e[t as usize];
+                let max = e.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for x in e.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                *inv = 1.0 / sum;
+                *loss = max + sum.ln() - target;
+            });
+        (Softmax { exps, inv_sums }, losses)
+    }
+
+    /// The gradient of the logits, `(softmax - onehot) * g` per row, from the saved
+    /// exponentials (recomputed if the forward pass left none).
+    fn backward(&self, arg: &Tensor, bias: Option<&Tensor>, grad_res: &Tensor) -> Result<Tensor> {
+        let scales = grad_res.to_vec1::<f32>()?;
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("cross-entropy lock poisoned".into()))?
+            .take();
+        let arg = arg.contiguous()?;
+        let v = arg.dim(1)?;
+        let Softmax { mut exps, inv_sums } = match saved {
+            Some(s) => s,
+            None => {
+                let bias = bias.map(Tensor::contiguous).transpose()?;
+                let (storage, layout) = arg.storage_and_layout();
+                let Storage::Cpu(cpu) = &*storage else {
+                    candle_core::bail!("cross-entropy runs on the CPU");
+                };
+                let (data, v) = self.rows(cpu, layout)?;
+                let bias_values = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+                self.softmax(data, v, bias_values.as_deref()).0
+            }
+        };
+        exps.par_chunks_exact_mut(v)
+            .zip(inv_sums.par_iter().zip(&scales).zip(&self.targets))
+            .for_each(|(row, ((&inv, &g), &t))| {
+                let scale = inv * g;
+                row.iter_mut().for_each(|x| *x *= scale);
+                row[t as usize] -= g;
+            });
+        Tensor::from_vec(exps, arg.shape(), arg.device())
+    }
 }
 
 impl CustomOp1 for RowCrossEntropy {
@@ -47,51 +149,75 @@ impl CustomOp1 for RowCrossEntropy {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (data, v) = self.rows(storage, layout)?;
-        let losses: Vec<f32> = data
-            .chunks_exact(v)
-            .zip(&self.targets)
-            .map(|(row, &t)| log_sum_exp(row) - row[t as usize])
-            .collect();
+        let losses = self.forward(data, v, None)?;
         let n = losses.len();
         Ok((CpuStorage::F32(losses), Shape::from(n)))
     }
 
-    fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let arg = arg.contiguous()?;
-        let losses = res.to_vec1::<f32>()?;
-        let scales = grad_res.to_vec1::<f32>()?;
-        let (storage, layout) = arg.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("cross-entropy runs on the CPU");
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.backward(arg, None, grad_res)?))
+    }
+}
+
+impl CustomOp2 for RowCrossEntropy {
+    fn name(&self) -> &'static str {
+        "row-cross-entropy-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (data, v) = self.rows(s1, l1)?;
+        let bias = Self::bias(s2, l2, v)?;
+        let losses = self.forward(data, v, Some(bias))?;
+        let n = losses.len();
+        Ok((CpuStorage::F32(losses), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = self.backward(arg, Some(bias), grad_res)?;
+        let v = grad.dim(1)?;
+        let sums = {
+            let (storage, layout) = grad.storage_and_layout();
+            let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+                candle_core::bail!("cross-entropy runs on the CPU in f32");
+            };
+            let Some((start, end)) = layout.contiguous_offsets() else {
+                candle_core::bail!("cross-entropy gradient is not contiguous");
+            };
+            column_sums(&data[start..end], v)
         };
-        let (data, v) = self.rows(cpu, layout)?;
-        let mut grad = vec![0f32; data.len()];
-        for (i, (row, out)) in data
-            .chunks_exact(v)
-            .zip(grad.chunks_exact_mut(v))
-            .enumerate()
-        {
-            let t = self.targets[i] as usize;
-            // logsumexp = loss + x[t]; d loss / d x_j = softmax_j - [j = t].
-            let lse = losses[i] + row[t];
-            let g = scales[i];
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o = (x - lse).exp() * g;
-            }
-            out[t] -= g;
-        }
-        drop(storage);
-        Ok(Some(Tensor::from_vec(grad, arg.shape(), arg.device())?))
+        let bias_grad = Tensor::from_vec(sums, bias.shape(), bias.device())?;
+        Ok((Some(grad), Some(bias_grad)))
     }
 }
 
 /// Mean softmax cross-entropy of `(N, V)` f32 logits against `N` target indices, with a
 /// backward pass. Equal to `candle_nn::loss::cross_entropy`, in one pass each way.
 pub fn cross_entropy(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
-    let op = RowCrossEntropy {
-        targets: targets.to_vec(),
-    };
-    logits.contiguous()?.apply_op1(op)?.mean_all()
+    logits
+        .contiguous()?
+        .apply_op1(RowCrossEntropy::new(targets))?
+        .mean_all()
+}
+
+/// [`cross_entropy`] of `logits + bias`, the `(V)` bias added to every row inside the op; the
+/// bias gets its gradient from the same pass.
+pub fn cross_entropy_with_bias(logits: &Tensor, bias: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    logits
+        .contiguous()?
+        .apply_op2(&bias.contiguous()?, RowCrossEntropy::new(targets))?
+        .mean_all()
 }
 
 #[cfg(test)]
@@ -99,43 +225,84 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    #[test]
-    fn matches_candle_in_value_and_gradient() -> Result<()> {
-        let dev = Device::Cpu;
-        let values: Vec<f32> = (0..5 * 7)
+    fn logits(rows: usize, width: usize) -> Result<Var> {
+        let values: Vec<f32> = (0..rows * width)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
             .collect();
-        let targets = [0u32, 6, 3, 3, 1];
-        let x = Var::from_vec(values, (5, 7), &dev)?;
-        let t = Tensor::new(&targets[..], &dev)?;
+        Var::from_vec(values, (rows, width), &Device::Cpu)
+    }
 
-        let ours = cross_entropy(x.as_tensor(), &targets)?;
-        let theirs = candle_nn::loss::cross_entropy(x.as_tensor(), &t)?;
-        let (a, b) = (ours.to_scalar::<f32>()?, theirs.to_scalar::<f32>()?);
-        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-
-        let ga = ours
-            .backward()?
-            .get(&x)
-            .expect("gradient")
-            .to_vec2::<f32>()?;
-        let gb = theirs
-            .backward()?
-            .get(&x)
-            .expect("gradient")
-            .to_vec2::<f32>()?;
-        for (ra, rb) in ga.iter().zip(&gb) {
-            for (p, q) in ra.iter().zip(rb) {
-                assert!((p - q).abs() < 1e-5, "{ga:?} vs {gb:?}");
-            }
+    fn close(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
+        let (a, b) = (
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?,
+        );
+        assert_eq!(a.len(), b.len());
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-5, "{what}: {p} vs {q}");
         }
         Ok(())
     }
 
     #[test]
-    fn bad_targets_are_errors() {
+    fn matches_candle_in_value_and_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let targets = [0u32, 6, 3, 3, 1];
+        let x = logits(5, 7)?;
+        let t = Tensor::new(&targets[..], &dev)?;
+
+        let ours = cross_entropy(x.as_tensor(), &targets)?;
+        let theirs = candle_nn::loss::cross_entropy(x.as_tensor(), &t)?;
+        close(&ours, &theirs, "loss")?;
+        let ga = ours.backward()?.get(&x).cloned().expect("gradient");
+        let gb = theirs.backward()?.get(&x).cloned().expect("gradient");
+        close(&ga, &gb, "gradient")
+    }
+
+    #[test]
+    fn the_bias_is_added_inside_and_gets_its_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let targets = [2u32, 0, 4, 4, 6, 1];
+        let x = logits(6, 7)?;
+        let bias = Var::from_vec(
+            (0..7).map(|j| (j as f32 - 3.0) / 2.0).collect::<Vec<f32>>(),
+            7,
+            &dev,
+        )?;
+        let t = Tensor::new(&targets[..], &dev)?;
+
+        let ours = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets)?;
+        let theirs =
+            candle_nn::loss::cross_entropy(&x.as_tensor().broadcast_add(bias.as_tensor())?, &t)?;
+        close(&ours, &theirs, "loss")?;
+        let (ga, gb) = (ours.backward()?, theirs.backward()?);
+        for var in [&x, &bias] {
+            let a = ga.get(var).cloned().expect("gradient");
+            let b = gb.get(var).cloned().expect("gradient");
+            close(&a, &b, "gradient")?;
+            assert!(a.abs()?.sum_all()?.to_scalar::<f32>()? > 1e-3);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rows_split_over_threads_give_the_same_loss() -> Result<()> {
+        let dev = Device::Cpu;
+        let (rows, width) = (300, 257);
+        let targets: Vec<u32> = (0..rows as u32).map(|i| i * 7 % width as u32).collect();
+        let x = logits(rows, width)?;
+        let t = Tensor::new(targets.as_slice(), &dev)?;
+        let ours = cross_entropy(x.as_tensor(), &targets)?;
+        let theirs = candle_nn::loss::cross_entropy(x.as_tensor(), &t)?;
+        close(&ours, &theirs, "loss")
+    }
+
+    #[test]
+    fn bad_targets_and_bias_are_errors() {
         let x = Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(cross_entropy(&x, &[0, 3]).is_err());
         assert!(cross_entropy(&x, &[0]).is_err());
+        let short = Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(cross_entropy_with_bias(&x, &short, &[0, 1]).is_err());
     }
 }

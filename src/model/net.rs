@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::dropout::{DropoutRng, dropout};
+use super::fused::add_row;
 use super::layers::{EncoderBlock, LayerNorm, Linear};
 use super::{ModelConfig, ModelError};
 
@@ -116,8 +117,8 @@ impl SeqModel {
         let positions = self
             .position_embeddings
             .narrow(0, self.cfg.max_len - t, t)?
-            .unsqueeze(0)?;
-        items.broadcast_add(&positions)?.reshape((b * t, h))
+            .reshape(t * h)?;
+        add_row(&items.reshape((b, t * h))?, &positions)?.reshape((b * t, h))
     }
 
     /// The encoder output at the last column of left-padded ids `(B, T)`, inference only:
@@ -154,6 +155,14 @@ impl SeqModel {
             .narrow(0, 0, self.cfg.items)?
             .t()?
             .contiguous()
+    }
+
+    /// Training loss: the mean softmax cross-entropy of hidden rows `(N, H)` against their
+    /// `targets` over every movie. The output bias is added inside the loss op, which also
+    /// gives it its gradient (a broadcast add would cost a strided sum backward).
+    pub fn full_softmax_loss(&self, hidden: &Tensor, targets: &[u32]) -> Result<Tensor> {
+        let logits = self.head(hidden)?.matmul(&self.output_matrix()?)?;
+        super::loss::cross_entropy_with_bias(&logits, &self.output_bias, targets)
     }
 
     /// [`scores`](Self::scores) with a precomputed [`output_matrix`](Self::output_matrix).

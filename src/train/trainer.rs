@@ -322,7 +322,7 @@ pub(crate) fn batch_loss(
             let logits = model.sampled_scores(&picked, &targets, negatives)?;
             crate::model::loss::cross_entropy(&logits, &vec![0; targets.len()])
         }
-        None => crate::model::loss::cross_entropy(&model.scores(&picked)?, &targets),
+        None => model.full_softmax_loss(&picked, &targets),
     }
 }
 
