@@ -64,11 +64,20 @@ mod tests {
     #[test]
     fn drops_about_p_scales_the_rest_and_repeats_with_the_seed() -> candle_core::Result<()> {
         let xs = Tensor::ones((100, 100), candle_core::DType::F32, &Device::Cpu)?;
-        let a = DropoutRng::new(3).apply(&xs, 0.3)?.flatten_all()?.to_vec1::<f32>()?;
-        let b = DropoutRng::new(3).apply(&xs, 0.3)?.flatten_all()?.to_vec1::<f32>()?;
+        let a = DropoutRng::new(3)
+            .apply(&xs, 0.3)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let b = DropoutRng::new(3)
+            .apply(&xs, 0.3)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(a, b);
         let dropped = a.iter().filter(|&&v| v == 0.0).count();
-        assert!((2800..3200).contains(&dropped), "{dropped} of 10000 dropped");
+        assert!(
+            (2800..3200).contains(&dropped),
+            "{dropped} of 10000 dropped"
+        );
         let kept = 1.0 / 0.7;
         assert!(a.iter().all(|&v| v == 0.0 || (v - kept).abs() < 1e-6));
         let mut rng = DropoutRng::new(3);

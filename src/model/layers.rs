@@ -7,6 +7,7 @@ use candle_nn::{Init, VarBuilder};
 use super::ModelConfig;
 use super::dropout::{DropoutRng, dropout};
 use super::fused::{add_row, layer_norm, softmax_last_dim};
+use super::matmul::batched_matmul;
 
 /// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): one op of
 /// [`super::fused`], scale and shift included.
@@ -135,17 +136,30 @@ impl SelfAttention {
             [_, _, r, _] if *r == t && rows == 1 => mask.narrow(2, t - 1, 1)?,
             _ => mask.clone(),
         };
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let (bh, hd) = (b * self.heads, self.head_dim);
+        let scores = batched_matmul(
+            &q.reshape((bh, rows, hd))?,
+            &k.reshape((bh, t, hd))?,
+            true,
+            scale,
+        )?
+        .reshape((b, self.heads, rows, t))?
+        .broadcast_add(&mask)?;
         let probs = match pass {
             Pass::Train(rng) => dropout(&softmax_last_dim(&scores)?, self.dropout, rng)?,
             Pass::Infer { .. } => candle_nn::ops::softmax_last_dim(&scores)?,
         };
-        let ctx = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * rows, self.heads * self.head_dim))?;
+        let ctx = batched_matmul(
+            &probs.reshape((bh, rows, t))?,
+            &v.reshape((bh, t, hd))?,
+            false,
+            1.0,
+        )?
+        .reshape((b, self.heads, rows, hd))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b * rows, self.heads * self.head_dim))?;
         self.output.forward(&ctx)
     }
 }

@@ -9,6 +9,7 @@ mod dropout;
 mod fused;
 mod layers;
 pub mod loss;
+mod matmul;
 mod net;
 mod vocab;
 

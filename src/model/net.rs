@@ -235,8 +235,10 @@ impl SeqModel {
         self.score_last_against(ids, &self.output_matrix()?)
     }
 
+    /// Runs on a rayon worker, so the matmuls and row ops split with the pool's other
+    /// threads without waking the calling thread after each one.
     fn score_last_against(&self, ids: &Tensor, output: &Tensor) -> Result<Tensor> {
-        self.infer_scores_against(&self.encode_last(ids)?, output)
+        rayon::scope(|_| self.infer_scores_against(&self.encode_last(ids)?, output))
     }
 
     /// The model input that predicts the item after `history`: BERT4Rec appends [MASK] to the

@@ -196,41 +196,47 @@ pub fn train_on_dataset(
         let mut loss_sum = 0.0f64;
         let mut batches = 0usize;
         let mut lr = opts.lr;
-        for chunk in &order {
-            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| samples[i].as_slice()).collect();
-            let batch = match model_cfg.architecture {
-                Architecture::Bert4Rec => cloze_batch(
-                    &seqs,
-                    &model_cfg,
-                    opts.mask_prob,
-                    opts.last_item_prob,
-                    &mut rng,
-                )?,
-                Architecture::SasRec => next_item_batch(&seqs, &model_cfg)?,
-            };
-            let negatives = draw_negatives(opts.negatives, model_cfg.items, &mut rng);
-            let loss = batch_loss(&model, &batch, negatives.as_deref(), &mut drop_rng)?;
-            let mut grads = loss.backward()?;
-            clip_gradients(&mut grads, &vars, opts.clip_norm)?;
-            lr = schedule(opts.lr, step, opts.warmup_steps, total_steps);
-            opt_decay.set_learning_rate(lr);
-            opt_plain.set_learning_rate(lr);
-            opt_decay.step(&grads)?;
-            opt_plain.step(&grads)?;
-            step += 1;
-            batches += 1;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?);
-            let sps = (batches * opts.batch_size) as f64 / epoch_start.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "epoch {epoch} loss {:.4} {sps:.0} seq/s",
-                loss_sum / batches as f64
-            ));
-            bar.inc(1);
-            // The budget is checked per batch, so a slow epoch cannot overrun it by much.
-            if budget_spent() {
-                break;
+        // The steps run on a rayon worker: the matmuls and row ops it starts are split with
+        // the pool's other threads directly, without waking this thread after each one.
+        let epoch_steps: Result<(), TrainError> = rayon::scope(|_| {
+            for chunk in &order {
+                let seqs: Vec<&[u32]> = chunk.iter().map(|&i| samples[i].as_slice()).collect();
+                let batch = match model_cfg.architecture {
+                    Architecture::Bert4Rec => cloze_batch(
+                        &seqs,
+                        &model_cfg,
+                        opts.mask_prob,
+                        opts.last_item_prob,
+                        &mut rng,
+                    )?,
+                    Architecture::SasRec => next_item_batch(&seqs, &model_cfg)?,
+                };
+                let negatives = draw_negatives(opts.negatives, model_cfg.items, &mut rng);
+                let loss = batch_loss(&model, &batch, negatives.as_deref(), &mut drop_rng)?;
+                let mut grads = loss.backward()?;
+                clip_gradients(&mut grads, &vars, opts.clip_norm)?;
+                lr = schedule(opts.lr, step, opts.warmup_steps, total_steps);
+                opt_decay.set_learning_rate(lr);
+                opt_plain.set_learning_rate(lr);
+                opt_decay.step(&grads)?;
+                opt_plain.step(&grads)?;
+                step += 1;
+                batches += 1;
+                loss_sum += f64::from(loss.to_scalar::<f32>()?);
+                let sps = (batches * opts.batch_size) as f64 / epoch_start.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "epoch {epoch} loss {:.4} {sps:.0} seq/s",
+                    loss_sum / batches as f64
+                ));
+                bar.inc(1);
+                // The budget is checked per batch, so a slow epoch cannot overrun it by much.
+                if budget_spent() {
+                    break;
+                }
             }
-        }
+            Ok(())
+        });
+        epoch_steps?;
         epochs_run += 1;
         // With a time budget, the learning rate should reach the end of its decay when the
         // budget runs out, not at an epoch count the budget never reaches: after every epoch,
