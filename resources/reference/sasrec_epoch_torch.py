@@ -62,6 +62,13 @@ class SasRec(nn.Module):
         self.norm = nn.LayerNorm(HIDDEN)
         self.drop = nn.Dropout(DROPOUT)
         self.bias = nn.Parameter(torch.zeros(items))
+        # movierec's initialisation: matrices from a normal of deviation 0.02, truncated at two
+        # deviations (layer norms start at one and zero, as PyTorch's do).
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
 
     def forward(self, ids):
         t = ids.shape[1]
