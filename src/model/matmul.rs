@@ -124,28 +124,38 @@ fn with_pair<T>(
     f(contiguous_3d(ca, la)?, contiguous_3d(cb, lb)?)
 }
 
+/// The products of two batches given as contiguous data and dimensions, and the result's
+/// dimensions `[batch, m, n]`.
+fn batch_products(
+    (da, [ba, ra, ca]): (&[f32], [usize; 3]),
+    a_t: bool,
+    (db, [bb, rb, cb]): (&[f32], [usize; 3]),
+    b_t: bool,
+    scale: f32,
+) -> Result<(Vec<f32>, [usize; 3])> {
+    if ba != bb {
+        candle_core::bail!("batched product of {ba} and {bb} matrices");
+    }
+    let lhs = Operand {
+        data: da,
+        rows: ra,
+        cols: ca,
+        transposed: a_t,
+    };
+    let rhs = Operand {
+        data: db,
+        rows: rb,
+        cols: cb,
+        transposed: b_t,
+    };
+    let out = products(ba, lhs, rhs, scale)?;
+    Ok((out, [ba, lhs.dims().0, rhs.dims().1]))
+}
+
 /// `scale · op(a) · op(b)` of two 3-D tensors as a new tensor (no backward pass).
 fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, scale: f32) -> Result<Tensor> {
-    let (data, (batch, m, n)) = with_pair(a, b, |(da, [ba, ra, ca]), (db, [bb, rb, cb])| {
-        if ba != bb {
-            candle_core::bail!("batched product of {ba} and {bb} matrices");
-        }
-        let lhs = Operand {
-            data: da,
-            rows: ra,
-            cols: ca,
-            transposed: a_t,
-        };
-        let rhs = Operand {
-            data: db,
-            rows: rb,
-            cols: cb,
-            transposed: b_t,
-        };
-        let out = products(ba, lhs, rhs, scale)?;
-        Ok((out, (ba, lhs.dims().0, rhs.dims().1)))
-    })?;
-    Tensor::from_vec(data, (batch, m, n), a.device())
+    let (data, dims) = with_pair(a, b, |lhs, rhs| batch_products(lhs, a_t, rhs, b_t, scale))?;
+    Tensor::from_vec(data, dims.as_slice(), a.device())
 }
 
 /// `scale · lhs · op(rhs)` over a batch, with a backward pass.
@@ -166,25 +176,14 @@ impl CustomOp2 for BatchedProduct {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (da, [ba, ra, ca]) = contiguous_3d(s1, l1)?;
-        let (db, [bb, rb, cb]) = contiguous_3d(s2, l2)?;
-        if ba != bb {
-            candle_core::bail!("batched product of {ba} and {bb} matrices");
-        }
-        let lhs = Operand {
-            data: da,
-            rows: ra,
-            cols: ca,
-            transposed: false,
-        };
-        let rhs = Operand {
-            data: db,
-            rows: rb,
-            cols: cb,
-            transposed: self.rhs_transposed,
-        };
-        let out = products(ba, lhs, rhs, self.scale)?;
-        Ok((CpuStorage::F32(out), Shape::from((ba, ra, rhs.dims().1))))
+        let (data, dims) = batch_products(
+            contiguous_3d(s1, l1)?,
+            false,
+            contiguous_3d(s2, l2)?,
+            self.rhs_transposed,
+            self.scale,
+        )?;
+        Ok((CpuStorage::F32(data), Shape::from(dims.as_slice())))
     }
 
     /// With `out = s · A · op(B)`: `dA = s · G · op(B)ᵀ`; `dB = s · Aᵀ · G`, or its transpose
