@@ -308,30 +308,51 @@ async fn a_person_walks_through_the_demo_page() {
     client.close().await.unwrap();
 }
 
-/// Starts `movierec demo` on `port` with its stdout in `log`, and waits until it listens.
-/// Returns the process and the seconds it took to listen.
-fn start_demo(root: &Path, port: u16, log: &Path) -> (Reaper, f64) {
-    let mut demo = movierec(root);
-    demo.args(["demo", "--train-secs", "10", "--source"])
-        .arg(shared().join("ml-latest-small"))
-        .env("RECSYS_HOST", "127.0.0.1")
-        .env("RECSYS_PORT", port.to_string())
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(Stdio::inherit());
-    let started = Instant::now();
-    let mut child = Reaper(demo.spawn().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!(
-                "movierec demo exited early with {status}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "movierec demo did not listen");
-        std::thread::sleep(Duration::from_millis(100));
+/// Starts `movierec demo` on a free port with its stdout in `log`, and waits until it listens.
+/// Returns the process, the seconds it took to listen, and the port.
+///
+/// The other test of this file picks free ports at the same time, so a port can be taken
+/// between the pick and the demo's bind: the demo must print its own URL, and still run once
+/// the port answers (a demo that could not bind exits at once); otherwise it starts again on
+/// another port.
+fn start_demo(root: &Path, log: &Path) -> (Reaper, f64, u16) {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let mut demo = movierec(root);
+        demo.args(["demo", "--train-secs", "10", "--source"])
+            .arg(shared().join("ml-latest-small"))
+            .env("RECSYS_HOST", "127.0.0.1")
+            .env("RECSYS_PORT", port.to_string())
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(Stdio::inherit());
+        let started = Instant::now();
+        let mut child = Reaper(demo.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let url = format!("open http://127.0.0.1:{port}/");
+        let exited = loop {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                break status;
+            }
+            let printed = std::fs::read_to_string(log).is_ok_and(|out| out.contains(&url));
+            if printed && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let listened = started.elapsed().as_secs_f64();
+                std::thread::sleep(Duration::from_millis(300));
+                match child.0.try_wait() {
+                    Ok(None) => return (child, listened, port),
+                    Ok(Some(status)) => break status,
+                    Err(e) => panic!("cannot wait for movierec demo: {e}"),
+                }
+            }
+            assert!(Instant::now() < deadline, "movierec demo did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        failures.push(format!(
+            "port {port}: exited with {exited}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ));
     }
-    (child, started.elapsed().as_secs_f64())
+    panic!("movierec demo did not start:\n{}", failures.join("\n"));
 }
 
 /// `movierec demo` on a fresh folder dumps, trains within its budget, prints the validation
@@ -346,9 +367,8 @@ fn the_demo_command_prepares_once_then_reuses() {
         .build()
         .unwrap();
 
-    let port = free_port();
     let first_log = root.join("first.log");
-    let (first, _) = start_demo(root, port, &first_log);
+    let (first, _, port) = start_demo(root, &first_log);
     let out = std::fs::read_to_string(&first_log).unwrap();
     assert!(out.contains("dumping ml-latest-small"), "{out}");
     assert!(out.contains("validation NDCG@10"), "{out}");
@@ -367,9 +387,8 @@ fn the_demo_command_prepares_once_then_reuses() {
         .collect();
     assert_eq!(checkpoints.len(), 1, "one checkpoint was trained");
 
-    let port = free_port();
     let second_log = root.join("second.log");
-    let (_second, seconds) = start_demo(root, port, &second_log);
+    let (_second, seconds, port) = start_demo(root, &second_log);
     let out = std::fs::read_to_string(&second_log).unwrap();
     assert!(out.contains("catalogue: reusing"), "{out}");
     assert!(out.contains("model: reusing"), "{out}");
