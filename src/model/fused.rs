@@ -26,7 +26,11 @@ fn rows<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<(&'a [
 }
 
 /// Runs `f` on the contiguous `f32` rows of `t` (copied first when not contiguous).
-fn with_rows<T>(t: &Tensor, op: &str, f: impl FnOnce(&[f32], usize) -> Result<T>) -> Result<T> {
+pub(crate) fn with_rows<T>(
+    t: &Tensor,
+    op: &str,
+    f: impl FnOnce(&[f32], usize) -> Result<T>,
+) -> Result<T> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
@@ -145,7 +149,7 @@ pub(crate) fn column_sums(data: &[f32], width: usize) -> Vec<f32> {
 }
 
 /// The contiguous `f32` data of a vector argument, checked to have `width` elements.
-fn vector<'a>(
+pub(crate) fn vector<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     width: usize,
