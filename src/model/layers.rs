@@ -6,7 +6,7 @@ use candle_nn::{Init, VarBuilder};
 
 use super::ModelConfig;
 use super::dropout::{DropoutRng, dropout};
-use super::fused::{add_row, layer_norm, softmax_last_dim};
+use super::fused::{add_row, gelu, layer_norm, softmax_last_dim};
 use super::matmul::batched_matmul;
 
 /// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): one op of
@@ -217,7 +217,7 @@ impl EncoderBlock {
             .forward(&normed, bt, mask, rng.as_deref_mut())?;
         let xs = (xs + dropout(&attended, self.dropout, rng.as_deref_mut())?)?;
         let normed = self.ffn_norm.forward(&xs)?;
-        let inner = self.ffn_in.forward(&normed)?.gelu_erf()?;
+        let inner = gelu(&self.ffn_in.forward(&normed)?)?;
         let inner = dropout(&inner, self.dropout, rng.as_deref_mut())?;
         let out = self.ffn_out.forward(&inner)?;
         xs + dropout(&out, self.dropout, rng)?
@@ -242,7 +242,7 @@ impl EncoderBlock {
         };
         let xs = (xs + attended)?;
         let normed = self.ffn_norm.forward_inference(&xs)?;
-        let inner = self.ffn_in.forward(&normed)?.gelu_erf()?;
+        let inner = gelu(&self.ffn_in.forward(&normed)?)?;
         let out = self.ffn_out.forward(&inner)?;
         xs + out
     }

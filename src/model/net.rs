@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::dropout::{DropoutRng, dropout};
-use super::fused::add_row;
+use super::fused::{add_row, gelu};
 use super::layers::{EncoderBlock, LayerNorm, Linear};
 use super::{ModelConfig, ModelError};
 
@@ -176,7 +176,7 @@ impl SeqModel {
     /// fused kernel, which has no backward pass.
     fn infer_scores_against(&self, hidden: &Tensor, output: &Tensor) -> Result<Tensor> {
         let transformed = match &self.head {
-            Some((dense, norm)) => norm.forward_inference(&dense.forward(hidden)?.gelu_erf()?)?,
+            Some((dense, norm)) => norm.forward_inference(&gelu(&dense.forward(hidden)?)?)?,
             None => hidden.clone(),
         };
         transformed.matmul(output)?.broadcast_add(&self.output_bias)
@@ -186,7 +186,7 @@ impl SeqModel {
     /// scores the encoder output as it is.
     fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         match &self.head {
-            Some((dense, norm)) => norm.forward(&dense.forward(hidden)?.gelu_erf()?),
+            Some((dense, norm)) => norm.forward(&gelu(&dense.forward(hidden)?)?),
             None => Ok(hidden.clone()),
         }
     }
