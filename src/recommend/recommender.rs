@@ -1,7 +1,6 @@
 //! [`Recommender`]: a checkpoint in; batched top-K MovieLens ids with exclusions and a
 //! popularity fallback out. The worker and the API call exactly this.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use candle_core::Tensor;
@@ -34,7 +33,8 @@ pub struct Recommender {
 /// A request mapped onto item indices.
 struct Prepared {
     history: Vec<u32>,
-    excluded: HashSet<u32>,
+    /// Item indices never to return (the history and the avoided movies); may repeat.
+    excluded: Vec<u32>,
     unknown: Vec<i64>,
 }
 
@@ -156,12 +156,20 @@ impl Recommender {
         }
     }
 
-    fn top_k(&self, scores: &[f32], k: usize, excluded: &HashSet<u32>) -> Vec<ScoredMovie> {
+    fn top_k(&self, scores: &[f32], k: usize, excluded: &[u32]) -> Vec<ScoredMovie> {
+        // A flag per item, instead of a hash-set lookup per score.
+        let mut allowed = vec![true; scores.len()];
+        for &i in excluded {
+            if let Some(a) = allowed.get_mut(i as usize) {
+                *a = false;
+            }
+        }
         let mut candidates: Vec<(u32, f32)> = scores
             .iter()
+            .zip(&allowed)
             .enumerate()
-            .map(|(i, &s)| (i as u32, s))
-            .filter(|(i, _)| !excluded.contains(i))
+            .filter(|(_, (_, a))| **a)
+            .map(|(i, (&s, _))| (i as u32, s))
             .collect();
         let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         let k = k.min(candidates.len());
