@@ -13,7 +13,7 @@ use movierec::model::{
     Architecture, DropoutRng, ItemVocab, ModelConfig, SeqModel, pad_left, reinitialise,
 };
 use movierec::recommend::{RecommendRequest, Recommender};
-use movierec::train::batch::{cloze_batch, next_item_batch};
+use movierec::train::batch::{Cloze, cloze_batch, next_item_batch};
 use movierec::train::data::{Dataset, UserHistory, build_dataset, leave_one_out, split_movie_ids};
 use movierec::train::report::EvalSplit;
 use movierec::train::{TrainOptions, train_on_dataset};
@@ -258,7 +258,14 @@ fn every_parameter_changes_after_one_step() {
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let batch = match arch {
-            Architecture::Bert4Rec => cloze_batch(&refs, &cfg, 0.3, 0.1, &mut rng).unwrap(),
+            Architecture::Bert4Rec => {
+                let cloze = Cloze {
+                    mask_prob: 0.3,
+                    last_item_prob: 0.1,
+                    last_item_cut: false,
+                };
+                cloze_batch(&refs, &cfg, &cloze, &mut rng).unwrap()
+            }
             Architecture::SasRec => next_item_batch(&refs, &cfg).unwrap(),
         };
         let mut drop = DropoutRng::new(6);

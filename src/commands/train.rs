@@ -39,9 +39,13 @@ pub struct TrainArgs {
     /// Probability that an item is masked (BERT4Rec).
     #[arg(long, default_value_t = 0.2)]
     pub mask_prob: f64,
-    /// Fraction of sequences with only their last item masked (BERT4Rec).
-    #[arg(long, default_value_t = 0.1)]
+    /// Fraction of sequences that must predict their last item (BERT4Rec).
+    #[arg(long, default_value_t = 0.5)]
     pub last_item_prob: f64,
+    /// Cut those sequences at a random length and keep their random masks (true), or mask
+    /// only their last item (false) (BERT4Rec).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub last_item_cut: bool,
     /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -104,6 +108,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         dropout: args.dropout,
         mask_prob: args.mask_prob,
         last_item_prob: args.last_item_prob,
+        last_item_cut: args.last_item_cut,
         lr: args.lr,
         weight_decay: args.weight_decay,
         warmup_steps: args.warmup_steps,

@@ -55,33 +55,63 @@ pub fn training_sequences(
     out
 }
 
+/// How a cloze batch masks its sequences (BERT4Rec).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cloze {
+    /// Probability that an item is replaced by [MASK].
+    pub mask_prob: f64,
+    /// Fraction of sequences that must predict their last item.
+    pub last_item_prob: f64,
+    /// Whether those sequences are first cut at a random length (so that the last item is a
+    /// different one each time) and keep their random masks; otherwise only their last item
+    /// is masked.
+    pub last_item_cut: bool,
+}
+
 /// A cloze batch: each sequence has every item replaced by [MASK] with probability
-/// `mask_prob` (at least one per sequence), except that a fraction `last_only` of the
-/// sequences has only its last item masked, which trains next-item prediction directly.
+/// `mask_prob` (at least one per sequence). A fraction `last_item_prob` of the sequences must
+/// predict their last item, which trains next-item prediction directly: either only that item
+/// is masked, or (`last_item_cut`) the sequence is cut at a random length, masked as the others
+/// and its new last item masked too.
 pub fn cloze_batch<R: Rng>(
     seqs: &[&[u32]],
     cfg: &ModelConfig,
-    mask_prob: f64,
-    last_only: f64,
+    cloze: &Cloze,
     rng: &mut R,
 ) -> candle_core::Result<Batch> {
-    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-    let mut inputs = Vec::with_capacity(seqs.len());
-    let mut positions = Vec::new();
-    let mut targets = Vec::new();
-    for (row, s) in seqs.iter().enumerate() {
-        let offset = row * t + (t - s.len());
-        let mut input = s.to_vec();
-        let mut masked: Vec<usize> = if rng.random_bool(last_only.clamp(0.0, 1.0)) {
-            vec![s.len() - 1]
-        } else {
-            (0..s.len())
-                .filter(|_| rng.random_bool(mask_prob.clamp(0.0, 1.0)))
-                .collect()
+    let mask_prob = cloze.mask_prob.clamp(0.0, 1.0);
+    let mut chosen: Vec<(&[u32], Vec<usize>)> = Vec::with_capacity(seqs.len());
+    for &s in seqs {
+        let last = rng.random_bool(cloze.last_item_prob.clamp(0.0, 1.0));
+        let (s, mut masked): (&[u32], Vec<usize>) = match (last, cloze.last_item_cut) {
+            (true, false) => (s, vec![s.len() - 1]),
+            (true, true) => {
+                let s = &s[..rng.random_range(1..=s.len())];
+                let end = s.len() - 1;
+                let masked = (0..s.len())
+                    .filter(|&j| rng.random_bool(mask_prob) || j == end)
+                    .collect();
+                (s, masked)
+            }
+            (false, _) => (
+                s,
+                (0..s.len())
+                    .filter(|_| rng.random_bool(mask_prob))
+                    .collect(),
+            ),
         };
         if masked.is_empty() {
             masked.push(rng.random_range(0..s.len()));
         }
+        chosen.push((s, masked));
+    }
+    let t = chosen.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+    let mut inputs = Vec::with_capacity(chosen.len());
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for (row, (s, masked)) in chosen.into_iter().enumerate() {
+        let offset = row * t + (t - s.len());
+        let mut input = s.to_vec();
         for j in masked {
             targets.push(s[j]);
             positions.push((offset + j) as u32);
@@ -167,7 +197,12 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let a = [1u32, 2, 3];
         let b = [4u32, 5, 6, 7, 8];
-        let batch = cloze_batch(&[&a, &b], &c, 0.0, 0.0, &mut rng).unwrap();
+        let plain = Cloze {
+            mask_prob: 0.0,
+            last_item_prob: 0.0,
+            last_item_cut: false,
+        };
+        let batch = cloze_batch(&[&a, &b], &c, &plain, &mut rng).unwrap();
         assert_eq!(batch.count, 2);
         let ids = batch.ids.to_vec2::<u32>().unwrap();
         let pos = batch.positions.to_vec1::<u32>().unwrap();
@@ -180,12 +215,46 @@ mod tests {
         }
         assert_eq!(&ids[0][..2], &[c.pad(), c.pad()]);
 
-        let last = cloze_batch(&[&a], &c, 0.5, 1.0, &mut rng).unwrap();
+        let last_only = Cloze {
+            mask_prob: 0.5,
+            last_item_prob: 1.0,
+            last_item_cut: false,
+        };
+        let last = cloze_batch(&[&a], &c, &last_only, &mut rng).unwrap();
         assert_eq!(
             last.ids.to_vec2::<u32>().unwrap(),
             vec![vec![1, 2, c.mask()]]
         );
         assert_eq!(last.targets.to_vec1::<u32>().unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn cut_sequences_end_at_a_masked_item_of_varying_position() {
+        let c = cfg(Architecture::Bert4Rec, 20);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let seq: Vec<u32> = (0..20).collect();
+        let cut = Cloze {
+            mask_prob: 0.2,
+            last_item_prob: 1.0,
+            last_item_cut: true,
+        };
+        let mut ends = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let batch = cloze_batch(&[&seq], &c, &cut, &mut rng).unwrap();
+            let ids = batch.ids.to_vec2::<u32>().unwrap().remove(0);
+            let pos = batch.positions.to_vec1::<u32>().unwrap();
+            let tgt = batch.targets.to_vec1::<u32>().unwrap();
+            // The cut keeps a prefix, whose last item is always a target.
+            let len = ids.len();
+            assert_eq!(ids[len - 1], c.mask());
+            assert!(pos.contains(&(len as u32 - 1)));
+            for (p, t) in pos.iter().zip(&tgt) {
+                assert_eq!(ids[*p as usize], c.mask());
+                assert_eq!(seq[*p as usize], *t, "targets are the prefix's own items");
+            }
+            ends.insert(len);
+        }
+        assert!(ends.len() > 10, "cuts vary: {ends:?}");
     }
 
     #[test]

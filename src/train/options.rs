@@ -24,8 +24,12 @@ pub struct TrainOptions {
     pub dropout: f32,
     /// Probability that an item is masked (BERT4Rec).
     pub mask_prob: f64,
-    /// Fraction of training sequences with only their last item masked (BERT4Rec).
+    /// Fraction of training sequences that must predict their last item (BERT4Rec).
     pub last_item_prob: f64,
+    /// Cut those sequences at a random length and keep their random masks, instead of masking
+    /// only their last item (BERT4Rec).
+    #[serde(default)]
+    pub last_item_cut: bool,
     pub lr: f64,
     pub weight_decay: f64,
     /// Linear warm-up steps, then linear decay to 0 at the last epoch.
@@ -68,7 +72,8 @@ impl Default for TrainOptions {
             max_len: 200,
             dropout: 0.1,
             mask_prob: 0.2,
-            last_item_prob: 0.1,
+            last_item_prob: 0.5,
+            last_item_cut: true,
             lr: 1e-3,
             weight_decay: 0.01,
             warmup_steps: 100,

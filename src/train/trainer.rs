@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::batch::{Batch, cloze_batch, next_item_batch, training_sequences};
+use super::batch::{Batch, Cloze, cloze_batch, next_item_batch, training_sequences};
 use super::data::{Dataset, build_dataset, leave_one_out, train_popularity};
 use super::evaluate::{Stage, cases, model_metrics};
 use super::{TrainError, TrainOptions, TrainReport, plot};
@@ -162,6 +162,11 @@ pub fn train_on_dataset(
         return Err(TrainError::Invalid("no training sequences".into()));
     }
     let valid_cases = cases(&split, Stage::Valid);
+    let cloze = Cloze {
+        mask_prob: opts.mask_prob,
+        last_item_prob: opts.last_item_prob,
+        last_item_cut: opts.last_item_cut,
+    };
     let steps_per_epoch = samples.len().div_ceil(opts.batch_size);
     let mut total_steps = steps_per_epoch * opts.epochs;
     let mut step = steps_per_epoch * (start_epoch - 1);
@@ -202,13 +207,7 @@ pub fn train_on_dataset(
             for chunk in &order {
                 let seqs: Vec<&[u32]> = chunk.iter().map(|&i| samples[i].as_slice()).collect();
                 let batch = match model_cfg.architecture {
-                    Architecture::Bert4Rec => cloze_batch(
-                        &seqs,
-                        &model_cfg,
-                        opts.mask_prob,
-                        opts.last_item_prob,
-                        &mut rng,
-                    )?,
+                    Architecture::Bert4Rec => cloze_batch(&seqs, &model_cfg, &cloze, &mut rng)?,
                     Architecture::SasRec => next_item_batch(&seqs, &model_cfg)?,
                 };
                 let negatives = draw_negatives(opts.negatives, model_cfg.items, &mut rng);
