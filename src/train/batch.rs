@@ -82,6 +82,9 @@ pub fn cloze_batch<R: Rng>(
     let mask_prob = cloze.mask_prob.clamp(0.0, 1.0);
     let mut chosen: Vec<(&[u32], Vec<usize>)> = Vec::with_capacity(seqs.len());
     for &s in seqs {
+        if s.is_empty() {
+            candle_core::bail!("a cloze batch got an empty sequence");
+        }
         let last = rng.random_bool(cloze.last_item_prob.clamp(0.0, 1.0));
         let (s, mut masked): (&[u32], Vec<usize>) = match (last, cloze.last_item_cut) {
             (true, false) => (s, vec![s.len() - 1]),
