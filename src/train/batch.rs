@@ -242,6 +242,7 @@ mod tests {
             last_item_cut: true,
         };
         let mut ends = std::collections::BTreeSet::new();
+        let mut most_targets = 0;
         for _ in 0..50 {
             let batch = cloze_batch(&[&seq], &c, &cut, &mut rng).unwrap();
             let ids = batch.ids.to_vec2::<u32>().unwrap().remove(0);
@@ -256,8 +257,13 @@ mod tests {
                 assert_eq!(seq[*p as usize], *t, "targets are the prefix's own items");
             }
             ends.insert(len);
+            most_targets = most_targets.max(tgt.len());
         }
         assert!(ends.len() > 10, "cuts vary: {ends:?}");
+        assert!(
+            most_targets > 2,
+            "the random masks are kept besides the last item"
+        );
     }
 
     #[test]
