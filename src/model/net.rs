@@ -19,6 +19,9 @@ use super::{ModelConfig, ModelError};
 /// The additive value that switches a key off in attention.
 const MASKED: f64 = -1e9;
 
+/// Smallest batch that [`SeqModel::score_histories_against`] splits over the rayon threads.
+const SPLIT_BATCH: usize = 8;
+
 /// BERT4Rec or SASRec, by [`ModelConfig::architecture`].
 ///
 /// Inputs are left-padded id matrices `(B, T)` with `T <= max_len`. Positions are counted from
@@ -269,7 +272,26 @@ impl SeqModel {
 
     /// [`score_histories`](Self::score_histories) with a precomputed
     /// [`output_matrix`](Self::output_matrix).
+    ///
+    /// A batch of at least `SPLIT_BATCH` (8) histories is cut into one part per rayon thread, and
+    /// each part runs the whole forward pass on its own thread, padded to its own longest
+    /// member: the small matrices of a part are not worth a fork and a join per op.
     pub fn score_histories_against(&self, histories: &[&[u32]], output: &Tensor) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        if threads < 2 || histories.len() < SPLIT_BATCH {
+            return self.score_part(histories, output);
+        }
+        let part = histories.len().div_ceil(threads);
+        let parts = histories
+            .par_chunks(part)
+            .map(|p| self.score_part(p, output))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)
+    }
+
+    /// Scores one part of a batch in one forward pass, padded to its longest member.
+    fn score_part(&self, histories: &[&[u32]], output: &Tensor) -> Result<Tensor> {
         let inputs: Vec<Vec<u32>> = histories.iter().map(|h| self.scoring_input(h)).collect();
         let ids = pad_left(&inputs, self.cfg.pad(), &Device::Cpu)?;
         self.score_last_against(&ids, output)

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 
 use super::{ModelInfo, RecommendRequest, Recommendation, ScoredMovie};
 use crate::model::checkpoint::{self, CheckpointConfig};
@@ -113,22 +114,23 @@ impl Recommender {
                 .to_vec2::<f32>()?
         }
         .into_iter();
-        let mut answers = Vec::with_capacity(requests.len());
-        for (req, p) in requests.iter().zip(prepared) {
-            let fallback = p.history.is_empty();
-            let items = if fallback {
-                self.top_k(&self.popularity, req.k, &p.excluded)
-            } else {
-                let row = rows.next().unwrap_or_default();
-                self.top_k(&row, req.k, &p.excluded)
-            };
-            answers.push(Recommendation {
-                items,
+        // Each scored request takes the next row; the top-K selections run in parallel.
+        let work: Vec<(usize, Prepared, Option<Vec<f32>>)> = requests
+            .iter()
+            .zip(prepared)
+            .map(|(req, p)| {
+                let row = (!p.history.is_empty()).then(|| rows.next().unwrap_or_default());
+                (req.k, p, row)
+            })
+            .collect();
+        Ok(work
+            .into_par_iter()
+            .map(|(k, p, row)| Recommendation {
+                items: self.top_k(row.as_deref().unwrap_or(&self.popularity), k, &p.excluded),
                 unknown_ids: p.unknown,
-                fallback,
-            });
-        }
-        Ok(answers)
+                fallback: row.is_none(),
+            })
+            .collect())
     }
 
     fn prepare(&self, req: &RecommendRequest) -> Prepared {

@@ -68,40 +68,80 @@ pub struct Cloze {
     pub last_item_cut: bool,
 }
 
-/// A cloze batch: each sequence has every item replaced by [MASK] with probability
-/// `mask_prob` (at least one per sequence). A fraction `last_item_prob` of the sequences must
-/// predict their last item, which trains next-item prediction directly: either only that item
-/// is masked, or (`last_item_cut`) the sequence is cut at a random length, masked as the others
-/// and its new last item masked too.
-pub fn cloze_batch<R: Rng>(
-    seqs: &[&[u32]],
-    cfg: &ModelConfig,
+/// Which items of a [`ClozeSample`] are masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Masking {
+    /// Each item with probability `mask_prob`.
+    Random,
+    /// The last item only.
+    LastOnly,
+    /// Each item with probability `mask_prob`, and the last item always.
+    RandomAndLast,
+}
+
+/// One training sequence of a cloze epoch: its items (possibly cut) and how it is masked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClozeSample<'a> {
+    pub items: &'a [u32],
+    pub masking: Masking,
+}
+
+/// Draws an epoch's cloze samples, one per sequence. A fraction `last_item_prob` of the
+/// sequences must predict their last item, which trains next-item prediction directly: either
+/// only that item is masked, or (`last_item_cut`) the sequence is cut at a random length and
+/// its new last item is masked besides the random masks. Drawn before batching, so that cut
+/// sequences are batched with others of their new length (less padding).
+pub fn cloze_samples<'a, R: Rng>(
+    seqs: &'a [Vec<u32>],
     cloze: &Cloze,
     rng: &mut R,
+) -> Vec<ClozeSample<'a>> {
+    let last_item_prob = cloze.last_item_prob.clamp(0.0, 1.0);
+    seqs.iter()
+        .map(|s| {
+            let last = !s.is_empty() && rng.random_bool(last_item_prob);
+            match (last, cloze.last_item_cut) {
+                (false, _) => ClozeSample {
+                    items: s,
+                    masking: Masking::Random,
+                },
+                (true, false) => ClozeSample {
+                    items: s,
+                    masking: Masking::LastOnly,
+                },
+                (true, true) => ClozeSample {
+                    items: &s[..rng.random_range(1..=s.len())],
+                    masking: Masking::RandomAndLast,
+                },
+            }
+        })
+        .collect()
+}
+
+/// A cloze batch: the items of each sample are replaced by [MASK] as its [`Masking`] says
+/// (random masks with probability `mask_prob`), with at least one masked item per sequence.
+pub fn cloze_batch<R: Rng>(
+    samples: &[ClozeSample],
+    cfg: &ModelConfig,
+    mask_prob: f64,
+    rng: &mut R,
 ) -> candle_core::Result<Batch> {
-    let mask_prob = cloze.mask_prob.clamp(0.0, 1.0);
-    let mut chosen: Vec<(&[u32], Vec<usize>)> = Vec::with_capacity(seqs.len());
-    for &s in seqs {
+    let mask_prob = mask_prob.clamp(0.0, 1.0);
+    let mut chosen: Vec<(&[u32], Vec<usize>)> = Vec::with_capacity(samples.len());
+    for sample in samples {
+        let s = sample.items;
         if s.is_empty() {
             candle_core::bail!("a cloze batch got an empty sequence");
         }
-        let last = rng.random_bool(cloze.last_item_prob.clamp(0.0, 1.0));
-        let (s, mut masked): (&[u32], Vec<usize>) = match (last, cloze.last_item_cut) {
-            (true, false) => (s, vec![s.len() - 1]),
-            (true, true) => {
-                let s = &s[..rng.random_range(1..=s.len())];
-                let end = s.len() - 1;
-                let masked = (0..s.len())
-                    .filter(|&j| rng.random_bool(mask_prob) || j == end)
-                    .collect();
-                (s, masked)
-            }
-            (false, _) => (
-                s,
-                (0..s.len())
-                    .filter(|_| rng.random_bool(mask_prob))
-                    .collect(),
-            ),
+        let end = s.len() - 1;
+        let mut masked: Vec<usize> = match sample.masking {
+            Masking::LastOnly => vec![end],
+            Masking::Random => (0..s.len())
+                .filter(|_| rng.random_bool(mask_prob))
+                .collect(),
+            Masking::RandomAndLast => (0..s.len())
+                .filter(|&j| rng.random_bool(mask_prob) || j == end)
+                .collect(),
         };
         if masked.is_empty() {
             masked.push(rng.random_range(0..s.len()));
@@ -194,18 +234,20 @@ mod tests {
         assert_eq!(training_sequences(&split, &s, 0), vec![vec![5, 6, 7, 8, 9]]);
     }
 
+    fn random(items: &[u32]) -> ClozeSample<'_> {
+        ClozeSample {
+            items,
+            masking: Masking::Random,
+        }
+    }
+
     #[test]
     fn cloze_masks_at_least_one_and_targets_the_original() {
         let c = cfg(Architecture::Bert4Rec, 8);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let a = [1u32, 2, 3];
         let b = [4u32, 5, 6, 7, 8];
-        let plain = Cloze {
-            mask_prob: 0.0,
-            last_item_prob: 0.0,
-            last_item_cut: false,
-        };
-        let batch = cloze_batch(&[&a, &b], &c, &plain, &mut rng).unwrap();
+        let batch = cloze_batch(&[random(&a), random(&b)], &c, 0.0, &mut rng).unwrap();
         assert_eq!(batch.count, 2);
         let ids = batch.ids.to_vec2::<u32>().unwrap();
         let pos = batch.positions.to_vec1::<u32>().unwrap();
@@ -218,12 +260,11 @@ mod tests {
         }
         assert_eq!(&ids[0][..2], &[c.pad(), c.pad()]);
 
-        let last_only = Cloze {
-            mask_prob: 0.5,
-            last_item_prob: 1.0,
-            last_item_cut: false,
+        let last_only = ClozeSample {
+            items: &a,
+            masking: Masking::LastOnly,
         };
-        let last = cloze_batch(&[&a], &c, &last_only, &mut rng).unwrap();
+        let last = cloze_batch(&[last_only], &c, 0.5, &mut rng).unwrap();
         assert_eq!(
             last.ids.to_vec2::<u32>().unwrap(),
             vec![vec![1, 2, c.mask()]]
@@ -232,10 +273,46 @@ mod tests {
     }
 
     #[test]
+    fn samples_follow_the_last_item_share_and_the_cut() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let seqs: Vec<Vec<u32>> = (0..2000).map(|_| (0..30).collect()).collect();
+        let plain = Cloze {
+            mask_prob: 0.2,
+            last_item_prob: 0.25,
+            last_item_cut: false,
+        };
+        let drawn = cloze_samples(&seqs, &plain, &mut rng);
+        let last = drawn
+            .iter()
+            .filter(|s| s.masking == Masking::LastOnly)
+            .count();
+        assert!((400..600).contains(&last), "{last} of 2000 at share 0.25");
+        assert!(drawn.iter().all(|s| s.items.len() == 30));
+        let cut = Cloze {
+            last_item_cut: true,
+            ..plain
+        };
+        let drawn = cloze_samples(&seqs, &cut, &mut rng);
+        for s in &drawn {
+            match s.masking {
+                Masking::Random => assert_eq!(s.items.len(), 30),
+                Masking::RandomAndLast => assert!((1..=30).contains(&s.items.len())),
+                Masking::LastOnly => panic!("a cut sample keeps its random masks"),
+            }
+        }
+        let cut_lengths: std::collections::BTreeSet<usize> = drawn
+            .iter()
+            .filter(|s| s.masking == Masking::RandomAndLast)
+            .map(|s| s.items.len())
+            .collect();
+        assert!(cut_lengths.len() > 20, "cuts vary: {cut_lengths:?}");
+    }
+
+    #[test]
     fn cut_sequences_end_at_a_masked_item_of_varying_position() {
         let c = cfg(Architecture::Bert4Rec, 20);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        let seq: Vec<u32> = (0..20).collect();
+        let seqs = vec![(0..20).collect::<Vec<u32>>()];
         let cut = Cloze {
             mask_prob: 0.2,
             last_item_prob: 1.0,
@@ -244,7 +321,8 @@ mod tests {
         let mut ends = std::collections::BTreeSet::new();
         let mut most_targets = 0;
         for _ in 0..50 {
-            let batch = cloze_batch(&[&seq], &c, &cut, &mut rng).unwrap();
+            let samples = cloze_samples(&seqs, &cut, &mut rng);
+            let batch = cloze_batch(&samples, &c, cut.mask_prob, &mut rng).unwrap();
             let ids = batch.ids.to_vec2::<u32>().unwrap().remove(0);
             let pos = batch.positions.to_vec1::<u32>().unwrap();
             let tgt = batch.targets.to_vec1::<u32>().unwrap();
@@ -254,7 +332,10 @@ mod tests {
             assert!(pos.contains(&(len as u32 - 1)));
             for (p, t) in pos.iter().zip(&tgt) {
                 assert_eq!(ids[*p as usize], c.mask());
-                assert_eq!(seq[*p as usize], *t, "targets are the prefix's own items");
+                assert_eq!(
+                    seqs[0][*p as usize], *t,
+                    "targets are the prefix's own items"
+                );
             }
             ends.insert(len);
             most_targets = most_targets.max(tgt.len());

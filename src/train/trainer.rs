@@ -15,7 +15,9 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::batch::{Batch, Cloze, cloze_batch, next_item_batch, training_sequences};
+use super::batch::{
+    Batch, Cloze, ClozeSample, cloze_batch, cloze_samples, next_item_batch, training_sequences,
+};
 use super::data::{Dataset, build_dataset, leave_one_out, train_popularity};
 use super::evaluate::{Stage, cases, model_metrics};
 use super::{TrainError, TrainOptions, TrainReport, plot};
@@ -197,7 +199,16 @@ pub fn train_on_dataset(
     let mut epochs_run = 0;
     for epoch in start_epoch..=opts.epochs {
         let epoch_start = Instant::now();
-        let order = length_bucketed_batches(&samples, opts.batch_size, &mut rng);
+        // BERT4Rec draws its cuts first, so that cut sequences are batched by their new length.
+        let cloze_epoch: Vec<ClozeSample> = match model_cfg.architecture {
+            Architecture::Bert4Rec => cloze_samples(&samples, &cloze, &mut rng),
+            Architecture::SasRec => Vec::new(),
+        };
+        let lengths: Vec<usize> = match model_cfg.architecture {
+            Architecture::Bert4Rec => cloze_epoch.iter().map(|s| s.items.len()).collect(),
+            Architecture::SasRec => samples.iter().map(Vec::len).collect(),
+        };
+        let order = length_bucketed_batches(&lengths, opts.batch_size, &mut rng);
         let mut loss_sum = 0.0f64;
         let mut batches = 0usize;
         let mut lr = opts.lr;
@@ -205,10 +216,17 @@ pub fn train_on_dataset(
         // the pool's other threads directly, without waking this thread after each one.
         let epoch_steps: Result<(), TrainError> = rayon::scope(|_| {
             for chunk in &order {
-                let seqs: Vec<&[u32]> = chunk.iter().map(|&i| samples[i].as_slice()).collect();
                 let batch = match model_cfg.architecture {
-                    Architecture::Bert4Rec => cloze_batch(&seqs, &model_cfg, &cloze, &mut rng)?,
-                    Architecture::SasRec => next_item_batch(&seqs, &model_cfg)?,
+                    Architecture::Bert4Rec => {
+                        let part: Vec<ClozeSample> =
+                            chunk.iter().map(|&i| cloze_epoch[i]).collect();
+                        cloze_batch(&part, &model_cfg, cloze.mask_prob, &mut rng)?
+                    }
+                    Architecture::SasRec => {
+                        let seqs: Vec<&[u32]> =
+                            chunk.iter().map(|&i| samples[i].as_slice()).collect();
+                        next_item_batch(&seqs, &model_cfg)?
+                    }
                 };
                 let negatives = draw_negatives(opts.negatives, model_cfg.items, &mut rng);
                 let loss = batch_loss(&model, &batch, negatives.as_deref(), &mut drop_rng)?;
@@ -346,21 +364,22 @@ fn draw_negatives<R: rand::Rng>(n: usize, items: usize, rng: &mut R) -> Option<V
     )
 }
 
-/// Shuffled batches of sample indices, each drawn from a run of similar lengths: the samples are
-/// shuffled, cut into pools of [`BUCKET_POOL`] batches, sorted by length inside each pool and cut
-/// into batches, and the batches are shuffled. Padding (and the quadratic attention over it)
-/// shrinks to a few items per batch, while every epoch still sees a new order.
+/// Shuffled batches of sample indices (samples of the given `lengths`), each drawn from a run of
+/// similar lengths: the samples are shuffled, cut into pools of [`BUCKET_POOL`] batches, sorted
+/// by length inside each pool and cut into batches, and the batches are shuffled. Padding (and
+/// the quadratic attention over it) shrinks to a few items per batch, while every epoch still
+/// sees a new order.
 fn length_bucketed_batches<R: rand::Rng>(
-    samples: &[Vec<u32>],
+    lengths: &[usize],
     batch_size: usize,
     rng: &mut R,
 ) -> Vec<Vec<usize>> {
     let batch_size = batch_size.max(1);
-    let mut order: Vec<usize> = (0..samples.len()).collect();
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(rng);
-    let mut batches = Vec::with_capacity(samples.len().div_ceil(batch_size));
+    let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
     for pool in order.chunks_mut(batch_size * BUCKET_POOL) {
-        pool.sort_by_key(|&i| samples[i].len());
+        pool.sort_by_key(|&i| lengths[i]);
         batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
     }
     batches.shuffle(rng);
@@ -455,9 +474,9 @@ mod tests {
     #[test]
     fn bucketed_batches_cover_every_sample_once_with_similar_lengths() {
         use rand::SeedableRng;
-        let samples: Vec<Vec<u32>> = (0..1000).map(|i| vec![0; 1 + (i * 37) % 200]).collect();
+        let lengths: Vec<usize> = (0..1000).map(|i| 1 + (i * 37) % 200).collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let batches = length_bucketed_batches(&samples, 64, &mut rng);
+        let batches = length_bucketed_batches(&lengths, 64, &mut rng);
         let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..1000).collect::<Vec<_>>());
@@ -466,11 +485,11 @@ mod tests {
         // the real lengths (a random split would pad nearly everything to ~200).
         let padded: usize = batches
             .iter()
-            .map(|b| b.len() * b.iter().map(|&i| samples[i].len()).max().unwrap_or(0))
+            .map(|b| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap_or(0))
             .sum();
-        let real: usize = samples.iter().map(Vec::len).sum();
+        let real: usize = lengths.iter().sum();
         assert!(padded < real + real / 5, "padded {padded} vs real {real}");
-        let again = length_bucketed_batches(&samples, 64, &mut rng);
+        let again = length_bucketed_batches(&lengths, 64, &mut rng);
         assert_ne!(batches, again, "each epoch gets a new order");
     }
 
