@@ -298,7 +298,7 @@ fn every_parameter_changes_after_one_step() {
                     last_item_cut: false,
                 };
                 let samples = cloze_samples(&seqs, &cloze, &mut rng);
-                cloze_batch(&samples, &cfg, cloze.mask_prob, &mut rng).unwrap()
+                cloze_batch(&samples, &cfg, &cloze, &mut rng).unwrap()
             }
             Architecture::SasRec => next_item_batch(&refs, &cfg).unwrap(),
         };

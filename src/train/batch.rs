@@ -118,15 +118,16 @@ pub fn cloze_samples<'a, R: Rng>(
         .collect()
 }
 
-/// A cloze batch: the items of each sample are replaced by [MASK] as its [`Masking`] says
-/// (random masks with probability `mask_prob`), with at least one masked item per sequence.
+/// A cloze batch: the items of each sample (drawn by [`cloze_samples`] with the same `cloze`)
+/// are replaced by [MASK] as its [`Masking`] says, random masks with probability
+/// `cloze.mask_prob`, with at least one masked item per sequence.
 pub fn cloze_batch<R: Rng>(
     samples: &[ClozeSample],
     cfg: &ModelConfig,
-    mask_prob: f64,
+    cloze: &Cloze,
     rng: &mut R,
 ) -> candle_core::Result<Batch> {
-    let mask_prob = mask_prob.clamp(0.0, 1.0);
+    let mask_prob = cloze.mask_prob.clamp(0.0, 1.0);
     let mut chosen: Vec<(&[u32], Vec<usize>)> = Vec::with_capacity(samples.len());
     for sample in samples {
         let s = sample.items;
@@ -247,7 +248,12 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let a = [1u32, 2, 3];
         let b = [4u32, 5, 6, 7, 8];
-        let batch = cloze_batch(&[random(&a), random(&b)], &c, 0.0, &mut rng).unwrap();
+        let plain = Cloze {
+            mask_prob: 0.0,
+            last_item_prob: 0.0,
+            last_item_cut: false,
+        };
+        let batch = cloze_batch(&[random(&a), random(&b)], &c, &plain, &mut rng).unwrap();
         assert_eq!(batch.count, 2);
         let ids = batch.ids.to_vec2::<u32>().unwrap();
         let pos = batch.positions.to_vec1::<u32>().unwrap();
@@ -264,7 +270,11 @@ mod tests {
             items: &a,
             masking: Masking::LastOnly,
         };
-        let last = cloze_batch(&[last_only], &c, 0.5, &mut rng).unwrap();
+        let half = Cloze {
+            mask_prob: 0.5,
+            ..plain
+        };
+        let last = cloze_batch(&[last_only], &c, &half, &mut rng).unwrap();
         assert_eq!(
             last.ids.to_vec2::<u32>().unwrap(),
             vec![vec![1, 2, c.mask()]]
@@ -322,7 +332,7 @@ mod tests {
         let mut most_targets = 0;
         for _ in 0..50 {
             let samples = cloze_samples(&seqs, &cut, &mut rng);
-            let batch = cloze_batch(&samples, &c, cut.mask_prob, &mut rng).unwrap();
+            let batch = cloze_batch(&samples, &c, &cut, &mut rng).unwrap();
             let ids = batch.ids.to_vec2::<u32>().unwrap().remove(0);
             let pos = batch.positions.to_vec1::<u32>().unwrap();
             let tgt = batch.targets.to_vec1::<u32>().unwrap();

@@ -200,13 +200,13 @@ pub fn train_on_dataset(
     for epoch in start_epoch..=opts.epochs {
         let epoch_start = Instant::now();
         // BERT4Rec draws its cuts first, so that cut sequences are batched by their new length.
-        let cloze_epoch: Vec<ClozeSample> = match model_cfg.architecture {
-            Architecture::Bert4Rec => cloze_samples(&samples, &cloze, &mut rng),
-            Architecture::SasRec => Vec::new(),
-        };
-        let lengths: Vec<usize> = match model_cfg.architecture {
-            Architecture::Bert4Rec => cloze_epoch.iter().map(|s| s.items.len()).collect(),
-            Architecture::SasRec => samples.iter().map(Vec::len).collect(),
+        let (cloze_epoch, lengths): (Vec<ClozeSample>, Vec<usize>) = match model_cfg.architecture {
+            Architecture::Bert4Rec => {
+                let drawn = cloze_samples(&samples, &cloze, &mut rng);
+                let lengths = drawn.iter().map(|s| s.items.len()).collect();
+                (drawn, lengths)
+            }
+            Architecture::SasRec => (Vec::new(), samples.iter().map(Vec::len).collect()),
         };
         let order = length_bucketed_batches(&lengths, opts.batch_size, &mut rng);
         let mut loss_sum = 0.0f64;
@@ -220,7 +220,7 @@ pub fn train_on_dataset(
                     Architecture::Bert4Rec => {
                         let part: Vec<ClozeSample> =
                             chunk.iter().map(|&i| cloze_epoch[i]).collect();
-                        cloze_batch(&part, &model_cfg, cloze.mask_prob, &mut rng)?
+                        cloze_batch(&part, &model_cfg, &cloze, &mut rng)?
                     }
                     Architecture::SasRec => {
                         let seqs: Vec<&[u32]> =
