@@ -296,7 +296,6 @@ fn every_parameter_changes_after_one_step() {
                     mask_prob: 0.3,
                     last_item_prob: 0.1,
                     last_item_cut: false,
-                    last_item_span: 1,
                 };
                 let samples = cloze_samples(&seqs, &cloze, &mut rng);
                 cloze_batch(&samples, &cfg, &cloze, &mut rng).unwrap()

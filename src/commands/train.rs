@@ -46,10 +46,6 @@ pub struct TrainArgs {
     /// only their last item (false) (BERT4Rec).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub last_item_cut: bool,
-    /// Cut sequences mask their last 1..=N items (drawn uniformly), each predicted without
-    /// the item after it as at inference; 1: only the last (BERT4Rec).
-    #[arg(long, default_value_t = 1)]
-    pub last_item_span: usize,
     /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -65,10 +61,6 @@ pub struct TrainArgs {
     /// Sequences per batch.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// Validate and save an exponential moving average of the weights with this decay per
-    /// step (e.g. 0.999; 0: off).
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_average: f64,
     /// Evaluate on validation every N epochs.
     #[arg(long, default_value_t = 5)]
     pub eval_every: usize,
@@ -117,13 +109,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         mask_prob: args.mask_prob,
         last_item_prob: args.last_item_prob,
         last_item_cut: args.last_item_cut,
-        last_item_span: args.last_item_span,
         lr: args.lr,
         weight_decay: args.weight_decay,
         warmup_steps: args.warmup_steps,
         clip_norm: args.clip_norm,
         batch_size: args.batch_size,
-        weight_average: args.weight_average,
         epochs: args.epochs,
         eval_every: args.eval_every,
         patience: args.patience,

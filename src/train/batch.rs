@@ -66,9 +66,6 @@ pub struct Cloze {
     /// different one each time) and keep their random masks; otherwise only their last item
     /// is masked.
     pub last_item_cut: bool,
-    /// Cut sequences mask their last `1..=last_item_span` items (drawn uniformly), not only
-    /// the last one: each of those is predicted without the item after it, as at inference.
-    pub last_item_span: usize,
 }
 
 /// Which items of a [`ClozeSample`] are masked.
@@ -78,8 +75,8 @@ pub enum Masking {
     Random,
     /// The last item only.
     LastOnly,
-    /// Each item with probability `mask_prob`, and this many last items always (at least 1).
-    RandomAndTail(usize),
+    /// Each item with probability `mask_prob`, and the last item always.
+    RandomAndLast,
 }
 
 /// One training sequence of a cloze epoch: its items (possibly cut) and how it is masked.
@@ -112,18 +109,10 @@ pub fn cloze_samples<'a, R: Rng>(
                     items: s,
                     masking: Masking::LastOnly,
                 },
-                (true, true) => {
-                    let cut = rng.random_range(1..=s.len());
-                    // Drawn only for spans above 1, so the default keeps its random stream.
-                    let tail = match cloze.last_item_span.min(cut) {
-                        0 | 1 => 1,
-                        span => rng.random_range(1..=span),
-                    };
-                    ClozeSample {
-                        items: &s[..cut],
-                        masking: Masking::RandomAndTail(tail),
-                    }
-                }
+                (true, true) => ClozeSample {
+                    items: &s[..rng.random_range(1..=s.len())],
+                    masking: Masking::RandomAndLast,
+                },
             }
         })
         .collect()
@@ -151,12 +140,9 @@ pub fn cloze_batch<R: Rng>(
             Masking::Random => (0..s.len())
                 .filter(|_| rng.random_bool(mask_prob))
                 .collect(),
-            Masking::RandomAndTail(tail) => {
-                let first_of_tail = s.len().saturating_sub(tail.max(1));
-                (0..s.len())
-                    .filter(|&j| rng.random_bool(mask_prob) || j >= first_of_tail)
-                    .collect()
-            }
+            Masking::RandomAndLast => (0..s.len())
+                .filter(|&j| rng.random_bool(mask_prob) || j == end)
+                .collect(),
         };
         if masked.is_empty() {
             masked.push(rng.random_range(0..s.len()));
@@ -266,7 +252,6 @@ mod tests {
             mask_prob: 0.0,
             last_item_prob: 0.0,
             last_item_cut: false,
-            last_item_span: 1,
         };
         let batch = cloze_batch(&[random(&a), random(&b)], &c, &plain, &mut rng).unwrap();
         assert_eq!(batch.count, 2);
@@ -305,7 +290,6 @@ mod tests {
             mask_prob: 0.2,
             last_item_prob: 0.25,
             last_item_cut: false,
-            last_item_span: 1,
         };
         let drawn = cloze_samples(&seqs, &plain, &mut rng);
         let last = drawn
@@ -322,16 +306,13 @@ mod tests {
         for s in &drawn {
             match s.masking {
                 Masking::Random => assert_eq!(s.items.len(), 30),
-                Masking::RandomAndTail(tail) => {
-                    assert!((1..=30).contains(&s.items.len()));
-                    assert_eq!(tail, 1, "the default span masks the last item only");
-                }
+                Masking::RandomAndLast => assert!((1..=30).contains(&s.items.len())),
                 Masking::LastOnly => panic!("a cut sample keeps its random masks"),
             }
         }
         let cut_lengths: std::collections::BTreeSet<usize> = drawn
             .iter()
-            .filter(|s| matches!(s.masking, Masking::RandomAndTail(_)))
+            .filter(|s| s.masking == Masking::RandomAndLast)
             .map(|s| s.items.len())
             .collect();
         assert!(cut_lengths.len() > 20, "cuts vary: {cut_lengths:?}");
@@ -346,7 +327,6 @@ mod tests {
             mask_prob: 0.2,
             last_item_prob: 1.0,
             last_item_cut: true,
-            last_item_span: 1,
         };
         let mut ends = std::collections::BTreeSet::new();
         let mut most_targets = 0;
@@ -375,36 +355,6 @@ mod tests {
             most_targets > 2,
             "the random masks are kept besides the last item"
         );
-    }
-
-    #[test]
-    fn a_span_masks_a_varying_tail_of_each_cut() {
-        let c = cfg(Architecture::Bert4Rec, 20);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let seqs = vec![(0..20).collect::<Vec<u32>>()];
-        let span = Cloze {
-            mask_prob: 0.0,
-            last_item_prob: 1.0,
-            last_item_cut: true,
-            last_item_span: 4,
-        };
-        let mut tails = std::collections::BTreeSet::new();
-        for _ in 0..200 {
-            let samples = cloze_samples(&seqs, &span, &mut rng);
-            let Masking::RandomAndTail(tail) = samples[0].masking else {
-                panic!("every sample is cut at share 1.0");
-            };
-            let len = samples[0].items.len();
-            assert!((1..=4.min(len)).contains(&tail), "tail {tail} of {len}");
-            tails.insert(tail);
-            // With no random masks, exactly the tail is masked and predicted.
-            let batch = cloze_batch(&samples, &c, &span, &mut rng).unwrap();
-            let pos = batch.positions.to_vec1::<u32>().unwrap();
-            let expected: Vec<u32> = ((len - tail) as u32..len as u32).collect();
-            assert_eq!(pos, expected);
-            assert_eq!(batch.targets.to_vec1::<u32>().unwrap(), expected);
-        }
-        assert_eq!(tails.into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Training and evaluation: sequences and the leave-one-out split from the catalogue, masking,
 //! the training loop with early stopping, metrics, the evaluation report and plots.
 
-pub mod average;
 pub mod batch;
 pub mod data;
 pub mod evaluate;

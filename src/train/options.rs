@@ -30,9 +30,6 @@ pub struct TrainOptions {
     /// only their last item (BERT4Rec).
     #[serde(default)]
     pub last_item_cut: bool,
-    /// Cut sequences mask their last `1..=last_item_span` items, not only the last (BERT4Rec).
-    #[serde(default = "one")]
-    pub last_item_span: usize,
     pub lr: f64,
     pub weight_decay: f64,
     /// Linear warm-up steps, then linear decay to 0 at the last epoch.
@@ -40,10 +37,6 @@ pub struct TrainOptions {
     /// Global gradient-norm clip.
     pub clip_norm: f64,
     pub batch_size: usize,
-    /// Decay of the moving average of the weights that validation and the checkpoint use,
-    /// per optimizer step (0: off, the trained weights themselves).
-    #[serde(default)]
-    pub weight_average: f64,
     pub epochs: usize,
     /// Evaluate on validation every this many epochs.
     pub eval_every: usize,
@@ -81,13 +74,11 @@ impl Default for TrainOptions {
             mask_prob: 0.2,
             last_item_prob: 0.5,
             last_item_cut: true,
-            last_item_span: 1,
             lr: 1e-3,
             weight_decay: 0.01,
             warmup_steps: 100,
             clip_norm: 5.0,
             batch_size: 16,
-            weight_average: 0.0,
             epochs: 200,
             eval_every: 5,
             patience: 5,
@@ -100,10 +91,6 @@ impl Default for TrainOptions {
             progress: false,
         }
     }
-}
-
-fn one() -> usize {
-    1
 }
 
 /// The outcome of a run.

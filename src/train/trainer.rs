@@ -15,7 +15,6 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::average::WeightAverage;
 use super::batch::{
     Batch, Cloze, ClozeSample, cloze_batch, cloze_samples, next_item_batch, training_sequences,
 };
@@ -74,11 +73,6 @@ pub fn train_on_dataset(
     if opts.epochs == 0 || opts.batch_size == 0 || opts.eval_every == 0 {
         return Err(TrainError::Invalid(
             "epochs, batch size and eval-every must be positive".into(),
-        ));
-    }
-    if !(0.0..1.0).contains(&opts.weight_average) {
-        return Err(TrainError::Invalid(
-            "the weight-average decay must be in [0, 1)".into(),
         ));
     }
     let split = leave_one_out(dataset);
@@ -165,13 +159,6 @@ pub fn train_on_dataset(
         },
     )?;
 
-    // Validation and the checkpoint use the moving average of the weights when one is kept.
-    let mut average = if opts.weight_average > 0.0 {
-        Some(WeightAverage::new(&vars, opts.weight_average)?)
-    } else {
-        None
-    };
-
     let samples = training_sequences(&split, &model_cfg, opts.sliding_step);
     if samples.is_empty() {
         return Err(TrainError::Invalid("no training sequences".into()));
@@ -181,7 +168,6 @@ pub fn train_on_dataset(
         mask_prob: opts.mask_prob,
         last_item_prob: opts.last_item_prob,
         last_item_cut: opts.last_item_cut,
-        last_item_span: opts.last_item_span,
     };
     let steps_per_epoch = samples.len().div_ceil(opts.batch_size);
     let mut total_steps = steps_per_epoch * opts.epochs;
@@ -251,9 +237,6 @@ pub fn train_on_dataset(
                 opt_plain.set_learning_rate(lr);
                 opt_decay.step(&grads)?;
                 opt_plain.step(&grads)?;
-                if let Some(average) = average.as_mut() {
-                    average.update()?;
-                }
                 step += 1;
                 batches += 1;
                 loss_sum += f64::from(loss.to_scalar::<f32>()?);
@@ -296,9 +279,6 @@ pub fn train_on_dataset(
         };
         let mut stop = false;
         if evaluate_now {
-            if let Some(average) = average.as_mut() {
-                average.swap()?;
-            }
             let m = model_metrics(&model, &valid_cases, 256)?;
             record.valid_hr10 = Some(m.hr_10);
             record.valid_ndcg10 = Some(m.ndcg_10);
@@ -311,9 +291,6 @@ pub fn train_on_dataset(
             } else {
                 since_best += 1;
                 stop = since_best >= opts.patience;
-            }
-            if let Some(average) = average.as_mut() {
-                average.swap()?;
             }
             record.seconds = started.elapsed().as_secs_f64();
             append_line(&metrics_path, &record)?;
