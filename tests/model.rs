@@ -682,6 +682,16 @@ fn cli_trains_evaluates_and_recommends() {
     // must beat popularity on it.
     let ndcg = |r: &serde_json::Value| r["test"]["ndcg_10"].as_f64().unwrap();
     assert!(ndcg(&rows[1]) > ndcg(&rows[0]), "{rows:?}");
+    // Standard errors, and the model against EASE paired user by user: the mean difference
+    // is the difference of the means.
+    let se = rows[1]["test"]["ndcg_10_se"].as_f64().unwrap();
+    assert!(se > 0.0 && se < 0.2, "{se}");
+    let comparisons = json["datasets"][0]["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 1, "{comparisons:?}");
+    assert_eq!(comparisons[0]["against"], rows[1]["name"]);
+    let diff = comparisons[0]["test"]["ndcg_10"].as_f64().unwrap();
+    assert!((diff - (ndcg(&rows[2]) - ndcg(&rows[1]))).abs() < 1e-9);
+    assert!(stdout.contains("paired by user"));
 
     // Over the item cap, EASE is skipped with a message that says why.
     let capped = dir.path().join("capped.json");
@@ -699,6 +709,12 @@ fn cli_trains_evaluates_and_recommends() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&capped).unwrap()).unwrap();
     assert_eq!(json["datasets"][0]["rows"].as_array().unwrap().len(), 2);
+    assert!(
+        json["datasets"][0]["comparisons"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let why = json["datasets"][0]["ease_skipped"].as_str().unwrap();
     assert!(why.contains("exceed the cap of 10"), "{why}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("exceed the cap of 10"));

@@ -12,7 +12,7 @@ use super::data::{Dataset, SplitUser, build_dataset, leave_one_out, train_popula
 use super::evaluate::{
     EvalCase, Stage, cases, ease_ranks, model_ranks, popularity_ranks, sample_negatives,
 };
-use super::metrics::RankingMetrics;
+use super::metrics::{PairedDifference, RankingMetrics};
 use crate::baseline::ease::Gram;
 use crate::catalogue::Catalogue;
 use crate::config::MovieLensVersion;
@@ -38,6 +38,18 @@ pub struct ModelReport {
     pub valid: RankingMetrics,
     /// SAMPLED protocol (100 popularity negatives), test item. Not comparable to full ranking.
     pub sampled_test: RankingMetrics,
+    /// Full-ranking test rank per user, in the split's order (for paired comparisons).
+    #[serde(skip)]
+    pub test_ranks: Vec<usize>,
+}
+
+/// A model against another on the same test cases, user by user.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub model: String,
+    pub against: String,
+    /// `model` − `against`, full ranking, test item.
+    pub test: PairedDifference,
 }
 
 /// Every model evaluated on one dataset's split.
@@ -49,6 +61,8 @@ pub struct DatasetReport {
     pub rows: Vec<ModelReport>,
     /// Why there is no EASE row, when there is none.
     pub ease_skipped: Option<String>,
+    /// Each checkpoint against EASE and against the first checkpoint.
+    pub comparisons: Vec<Comparison>,
 }
 
 /// How the EASE baseline is fitted: λ is the one of `lambdas` with the best validation NDCG@10.
@@ -112,6 +126,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
+            test_ranks: test,
         }
     }
 
@@ -158,6 +173,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid,
             sampled_test: RankingMetrics::from_ranks(&sampled),
+            test_ranks: test,
         })
     }
 
@@ -177,6 +193,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
+            test_ranks: test,
         })
     }
 }
@@ -246,15 +263,38 @@ pub fn evaluate_checkpoints(
                 .unwrap_or_else(|| dir.display().to_string());
             rows.push(eval.model_report(&name, &model, Some(dir.clone()))?);
         }
+        let comparisons = comparisons(&rows);
         datasets.push(DatasetReport {
             dataset: version,
             users: eval.split.len(),
             items: dataset.vocab.len(),
             rows,
             ease_skipped,
+            comparisons,
         });
     }
     Ok(EvaluationReport { datasets })
+}
+
+/// Each checkpoint row against the EASE row and against the first checkpoint row.
+fn comparisons(rows: &[ModelReport]) -> Vec<Comparison> {
+    let ease = rows.iter().find(|r| r.architecture == "ease");
+    let mut models = rows.iter().filter(|r| r.checkpoint.is_some());
+    let first = models.next();
+    let mut out = Vec::new();
+    for (i, row) in first.into_iter().chain(models).enumerate() {
+        let others = ease.into_iter().chain(first.filter(|_| i > 0));
+        for other in others {
+            if let Some(test) = PairedDifference::of(&row.test_ranks, &other.test_ranks) {
+                out.push(Comparison {
+                    model: row.name.clone(),
+                    against: other.name.clone(),
+                    test,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The report as terminal tables.
@@ -283,18 +323,107 @@ pub fn render(report: &EvaluationReport) -> String {
             let _ = writeln!(out, "\n  {title}");
             let _ = writeln!(
                 out,
-                "  {:<40} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
-                "model", "HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR"
+                "  {:<40} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8}",
+                "model",
+                "HR@1",
+                "HR@5",
+                "HR@10",
+                "HR@20",
+                "NDCG@5",
+                "NDCG@10",
+                "NDCG@20",
+                "MRR",
+                "±NDCG@10"
             );
             for r in &d.rows {
                 let m = pick(r);
                 let _ = writeln!(
                     out,
-                    "  {:<40} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4}",
-                    r.name, m.hr_1, m.hr_5, m.hr_10, m.hr_20, m.ndcg_5, m.ndcg_10, m.ndcg_20, m.mrr
+                    "  {:<40} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>8.4}",
+                    r.name,
+                    m.hr_1,
+                    m.hr_5,
+                    m.hr_10,
+                    m.hr_20,
+                    m.ndcg_5,
+                    m.ndcg_10,
+                    m.ndcg_20,
+                    m.mrr,
+                    m.ndcg_10_se
+                );
+            }
+        }
+        if !d.comparisons.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n  test, paired by user: model − other, mean ± standard error"
+            );
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<24} {:>17} {:>17} {:>17}",
+                "model", "other", "HR@10", "NDCG@10", "MRR"
+            );
+            for c in &d.comparisons {
+                let t = &c.test;
+                let _ = writeln!(
+                    out,
+                    "  {:<40} {:<24} {:>+8.4} ± {:<6.4} {:>+8.4} ± {:<6.4} {:>+8.4} ± {:<6.4}",
+                    c.model,
+                    c.against,
+                    t.hr_10,
+                    t.hr_10_se,
+                    t.ndcg_10,
+                    t.ndcg_10_se,
+                    t.mrr,
+                    t.mrr_se
                 );
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{ModelReport, comparisons};
+    use crate::train::metrics::RankingMetrics;
+
+    fn row(name: &str, architecture: &str, ranks: &[usize]) -> ModelReport {
+        let metrics = RankingMetrics::from_ranks(ranks);
+        ModelReport {
+            name: name.into(),
+            architecture: architecture.into(),
+            checkpoint: (architecture != "popularity" && architecture != "ease")
+                .then(|| PathBuf::from(name)),
+            test: metrics,
+            valid: metrics,
+            sampled_test: metrics,
+            test_ranks: ranks.to_vec(),
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_compared_with_ease_and_the_first_checkpoint() {
+        let rows = [
+            row("popularity", "popularity", &[50, 60, 70]),
+            row("ease", "ease", &[5, 20, 30]),
+            row("a", "sasrec", &[0, 1, 30]),
+            row("b", "bert4rec", &[0, 30, 30]),
+        ];
+        let pairs: Vec<(String, String)> = comparisons(&rows)
+            .into_iter()
+            .map(|c| (c.model, c.against))
+            .collect();
+        let names = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            pairs,
+            [names("a", "ease"), names("b", "ease"), names("b", "a")]
+        );
+        let b_vs_a = &comparisons(&rows)[2].test;
+        assert!((b_vs_a.hr_10 - (-1.0 / 3.0)).abs() < 1e-12);
+        // Without EASE, a single checkpoint has nothing to be compared with.
+        assert!(comparisons(&rows[2..3]).is_empty());
+    }
 }
