@@ -257,10 +257,7 @@ pub fn evaluate_checkpoints(
                 )));
             }
             let (_, model) = checkpoint::load(&dir)?;
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| dir.display().to_string());
+            let name = row_name(&dir, &rows);
             rows.push(eval.model_report(&name, &model, Some(dir.clone()))?);
         }
         let comparisons = comparisons(&rows);
@@ -274,6 +271,26 @@ pub fn evaluate_checkpoints(
         });
     }
     Ok(EvaluationReport { datasets })
+}
+
+/// A checkpoint's row name: its directory's name, or, when another row already has that name
+/// (runs started in the same second under different roots), its last two path components.
+fn row_name(dir: &Path, rows: &[ModelReport]) -> String {
+    let tail = |n: usize| {
+        let parts: Vec<String> = dir
+            .components()
+            .rev()
+            .take(n)
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        parts.into_iter().rev().collect::<Vec<_>>().join("/")
+    };
+    let short = tail(1);
+    if rows.iter().any(|r| r.name == short) {
+        tail(2)
+    } else {
+        short
+    }
 }
 
 /// Each checkpoint row against the EASE row and against the first checkpoint row.
@@ -385,9 +402,9 @@ pub fn render(report: &EvaluationReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
-    use super::{ModelReport, comparisons};
+    use super::{ModelReport, comparisons, row_name};
     use crate::train::metrics::RankingMetrics;
 
     fn row(name: &str, architecture: &str, ranks: &[usize]) -> ModelReport {
@@ -423,6 +440,10 @@ mod tests {
         );
         let b_vs_a = &comparisons(&rows)[2].test;
         assert!((b_vs_a.hr_10 - (-1.0 / 3.0)).abs() < 1e-12);
+        // Runs of the same second under different roots get told apart.
+        assert_eq!(row_name(Path::new("/x/ck-a/run-1"), &rows), "run-1");
+        let named = [row("run-1", "sasrec", &[0])];
+        assert_eq!(row_name(Path::new("/x/ck-b/run-1/"), &named), "ck-b/run-1");
         // Without EASE, a single checkpoint has nothing to be compared with.
         assert!(comparisons(&rows[2..3]).is_empty());
     }
