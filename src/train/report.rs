@@ -377,14 +377,14 @@ pub fn render(report: &EvaluationReport) -> String {
             );
             let _ = writeln!(
                 out,
-                "  {:<40} {:<24} {:>17} {:>17} {:>17}",
+                "  {:<40} {:<40} {:>17} {:>17} {:>17}",
                 "model", "other", "HR@10", "NDCG@10", "MRR"
             );
             for c in &d.comparisons {
                 let t = &c.test;
                 let _ = writeln!(
                     out,
-                    "  {:<40} {:<24} {:>+8.4} ± {:<6.4} {:>+8.4} ± {:<6.4} {:>+8.4} ± {:<6.4}",
+                    "  {:<40} {:<40} {:>+8.4} ± {:<6.4} {:>+8.4} ± {:<6.4} {:>+8.4} ± {:<6.4}",
                     c.model,
                     c.against,
                     t.hr_10,
