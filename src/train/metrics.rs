@@ -29,7 +29,7 @@ impl RankingMetrics {
     /// Metrics of a list of ranks (0-based).
     pub fn from_ranks(ranks: &[usize]) -> Self {
         let n = ranks.len().max(1) as f64;
-        let hr = |k: usize| ranks.iter().filter(|&&r| r < k).count() as f64 / n;
+        let hr = |k: usize| ranks.iter().map(|&r| hr_gain(r, k)).sum::<f64>() / n;
         let ndcg = |k: usize| ranks.iter().map(|&r| ndcg_gain(r, k)).sum::<f64>() / n;
         let se = |gain: fn(usize) -> f64| mean_and_se(ranks.iter().map(|&r| gain(r))).1;
         Self {
