@@ -8,7 +8,8 @@ use movierec::model::Architecture;
 use movierec::model::checkpoint::DataSettings;
 use movierec::train::{TrainOptions, train};
 
-/// Arguments of `movierec train`. Defaults are the tuned ones (see the README).
+/// Arguments of `movierec train`. Defaults are the tuned ones (see the README); those that
+/// depend on the model and dataset are options, filled in by [`TrainOptions::tuned`].
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -33,9 +34,9 @@ pub struct TrainArgs {
     /// Longest input sequence ([MASK] included).
     #[arg(long, default_value_t = 200)]
     pub max_len: usize,
-    /// Dropout probability.
-    #[arg(long, default_value_t = 0.1)]
-    pub dropout: f32,
+    /// Dropout probability [default: 0.1; SASRec on ml-100k: 0.3].
+    #[arg(long)]
+    pub dropout: Option<f32>,
     /// Probability that an item is masked (BERT4Rec).
     #[arg(long, default_value_t = 0.2)]
     pub mask_prob: f64,
@@ -74,9 +75,10 @@ pub struct TrainArgs {
     /// softmax); bounds training memory on large catalogues (ml-25m scale).
     #[arg(long, default_value_t = 0)]
     pub negatives: usize,
-    /// Also train on older windows of long histories, every N items (0: off).
-    #[arg(long, default_value_t = 0)]
-    pub sliding_step: usize,
+    /// Also train on older windows of long histories, every N items (0: off) [default: 0;
+    /// SASRec on ml-100k: 200].
+    #[arg(long)]
+    pub sliding_step: Option<usize>,
     /// Stop after this many seconds of wall-clock time, keeping the best checkpoint.
     #[arg(long)]
     pub time_budget_secs: Option<u64>,
@@ -94,41 +96,56 @@ pub struct TrainArgs {
     pub min_item_count: usize,
 }
 
+impl TrainArgs {
+    /// The run's settings: the flags given, and the model's and dataset's tuned values for the
+    /// others.
+    pub fn options(self) -> TrainOptions {
+        let tuned = TrainOptions::tuned(self.model, self.catalogue.version);
+        TrainOptions {
+            dataset: self.catalogue.version,
+            database_root: self.catalogue.database_root,
+            checkpoint_root: self.checkpoints.checkpoint_root,
+            architecture: self.model,
+            hidden: self.hidden,
+            layers: self.layers,
+            heads: self.heads,
+            max_len: self.max_len,
+            dropout: self.dropout.unwrap_or(tuned.dropout),
+            mask_prob: self.mask_prob,
+            last_item_prob: self.last_item_prob,
+            last_item_cut: self.last_item_cut,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            warmup_steps: self.warmup_steps,
+            clip_norm: self.clip_norm,
+            batch_size: self.batch_size,
+            epochs: self.epochs,
+            eval_every: self.eval_every,
+            patience: self.patience,
+            seed: self.seed,
+            negatives: self.negatives,
+            sliding_step: self.sliding_step.unwrap_or(tuned.sliding_step),
+            time_budget_secs: self.time_budget_secs,
+            resume: self.resume,
+            data: DataSettings {
+                min_rating: self.min_rating,
+                min_seq_len: self.min_seq_len,
+                min_item_count: self.min_item_count,
+            },
+            progress: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
 /// Runs `movierec train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let opts = TrainOptions {
-        dataset: args.catalogue.version,
-        database_root: args.catalogue.database_root,
-        checkpoint_root: args.checkpoints.checkpoint_root,
-        architecture: args.model,
-        hidden: args.hidden,
-        layers: args.layers,
-        heads: args.heads,
-        max_len: args.max_len,
-        dropout: args.dropout,
-        mask_prob: args.mask_prob,
-        last_item_prob: args.last_item_prob,
-        last_item_cut: args.last_item_cut,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        warmup_steps: args.warmup_steps,
-        clip_norm: args.clip_norm,
-        batch_size: args.batch_size,
-        epochs: args.epochs,
-        eval_every: args.eval_every,
-        patience: args.patience,
-        seed: args.seed,
-        negatives: args.negatives,
-        sliding_step: args.sliding_step,
-        time_budget_secs: args.time_budget_secs,
-        resume: args.resume,
-        data: DataSettings {
-            min_rating: args.min_rating,
-            min_seq_len: args.min_seq_len,
-            min_item_count: args.min_item_count,
-        },
-        progress: std::io::stderr().is_terminal(),
-    };
+    let opts = args.options();
+    tracing::info!(
+        model = %opts.architecture,
+        dropout = %opts.dropout,
+        sliding_step = opts.sliding_step,
+        "training settings"
+    );
     let report = train(&opts)?;
     println!(
         "checkpoint {}\nbest epoch {} valid NDCG@10 {:.4} HR@10 {:.4}, {} epochs in {:.1} s{}",
@@ -145,4 +162,42 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::TrainArgs;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn options(flags: &[&str]) -> movierec::train::TrainOptions {
+        let argv = std::iter::once("train").chain(flags.iter().copied());
+        Cli::parse_from(argv).args.options()
+    }
+
+    #[test]
+    fn unset_flags_take_the_model_and_dataset_defaults_and_given_flags_win() {
+        let sasrec = options(&["--model", "sasrec", "--version", "ml-100k"]);
+        assert_eq!((sasrec.dropout, sasrec.sliding_step), (0.3, 200));
+        let bert = options(&["--model", "bert4rec", "--version", "ml-100k"]);
+        assert_eq!((bert.dropout, bert.sliding_step), (0.1, 0));
+        let given = options(&[
+            "--model",
+            "sasrec",
+            "--version",
+            "ml-100k",
+            "--dropout",
+            "0.2",
+            "--sliding-step",
+            "0",
+        ]);
+        assert_eq!((given.dropout, given.sliding_step), (0.2, 0));
+        assert_eq!(given.seed, 42);
+    }
 }
