@@ -27,9 +27,9 @@ pub struct DemoArgs {
     /// Local zip or folder of the release, instead of downloading it (first run only).
     #[arg(long)]
     pub source: Option<PathBuf>,
-    /// Model type the first run trains (BERT4Rec: the better of the two on ml-latest-small's
+    /// Model type the first run trains (SASRec: the better of the two on ml-latest-small's
     /// validation split within the demo's 150 s budget; see the README).
-    #[arg(long, value_enum, env = "DEMO_MODEL", default_value = "bert4rec")]
+    #[arg(long, value_enum, env = "DEMO_MODEL", default_value = "sasrec")]
     pub model: Architecture,
     /// Sequences per training batch (16: more steps fit in the demo's short budget).
     #[arg(long, default_value_t = 16)]
@@ -96,7 +96,7 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
                 checkpoint_root: root.clone(),
                 time_budget_secs: Some(args.train_secs),
                 progress: std::io::stderr().is_terminal(),
-                ..TrainOptions::default()
+                ..TrainOptions::tuned(args.model, catalogue.version)
             };
             let report = train(&opts).context("training the demo model")?;
             println!(
