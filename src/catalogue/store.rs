@@ -40,6 +40,29 @@ fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), CatalogueError> {
     Ok(())
 }
 
+/// Puts the file in WAL mode unless it is already (catalogues dumped before WAL was recorded at
+/// dump time). Changing the mode needs the file to itself, and SQLite answers "busy" at once,
+/// without waiting, when another process is opening the same file: retried until it is done
+/// (by either process) or `BUSY_TIMEOUT` has passed.
+fn use_wal(conn: &Connection) -> Result<(), CatalogueError> {
+    let started = std::time::Instant::now();
+    loop {
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(())) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(CatalogueError::from),
+        }
+    }
+}
+
 /// One rating, read as an implicit interaction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interaction {
@@ -64,6 +87,9 @@ impl Catalogue {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // Before the first read: another process opening or closing the file (WAL recovery and
+        // checkpoints) holds a lock for a moment, and without a timeout the read fails at once.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         refuse_newer(&conn, path)?;
         Self::configure(conn)
     }
@@ -97,10 +123,10 @@ impl Catalogue {
     }
 
     fn configure(mut conn: Connection) -> Result<Self, CatalogueError> {
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        use_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
         MIGRATIONS.to_latest(&mut conn)?;
         Ok(Self { conn })
     }
@@ -202,6 +228,52 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, 99);
+    }
+
+    /// Two `movierec train` runs started together on a catalogue not yet in WAL mode failed with
+    /// "database is locked": both tried to change its journal mode at once.
+    #[test]
+    fn processes_opening_an_old_catalogue_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old-journal.db");
+        let cat = Catalogue::create(&path).unwrap();
+        cat.connection()
+            .execute_batch(
+                "INSERT INTO movies (movie_id, title) VALUES (1, 'a');
+                 INSERT INTO ratings (user_id, timestamp, movie_id, rating) VALUES (7, 1, 1, 4.0);
+                 PRAGMA journal_mode = DELETE;",
+            )
+            .unwrap();
+        drop(cat);
+        for _ in 0..20 {
+            let start = std::sync::Barrier::new(8);
+            let opened: Vec<Result<usize, String>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            let cat = Catalogue::open(&path).map_err(|e| e.to_string())?;
+                            cat.interactions(None)
+                                .map(|rows| rows.len())
+                                .map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(opened.iter().all(|r| r == &Ok(1)), "{opened:?}");
+            // Back to the old mode for the next round.
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch("PRAGMA journal_mode = DELETE;")
+                .unwrap();
+        }
+        let cat = Catalogue::open(&path).unwrap();
+        let mode: String = cat
+            .connection()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 
     #[test]

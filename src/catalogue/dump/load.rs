@@ -1,7 +1,8 @@
 //! Writing a catalogue: a build file next to the final one, bulk inserts in one transaction with
 //! prepared statements, then the rename into place.
 //!
-//! The build file is configured for loading speed (`journal_mode=OFF`, `synchronous=OFF`): it is
+//! The build file is configured for loading speed (`journal_mode=OFF`, `synchronous=OFF`; WAL is
+//! recorded when it is finished, so that opening it never changes the mode): it is
 //! nobody's catalogue until the rename, and any failure deletes it. Ratings are inserted in
 //! primary-key order per user (the releases list each user's ratings together), on a writer
 //! thread fed by the parser.
@@ -213,7 +214,9 @@ impl Build {
             ],
         )?;
         self.conn
-            .execute_batch("COMMIT; PRAGMA journal_mode = DELETE;")?;
+            // WAL is recorded in the file, so opening the catalogue never has to change the
+            // journal mode (a write that two processes opening it at once would race for).
+            .execute_batch("COMMIT; PRAGMA journal_mode = WAL;")?;
         let Self { conn, file, .. } = self;
         conn.close().map_err(|(_, e)| DumpError::Sqlite(e))?;
         std::fs::File::open(&file)
@@ -484,6 +487,14 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("x.db")]);
 
         let cat = Catalogue::open_read_only(&path).unwrap();
+        let mode: String = cat
+            .connection()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            mode, "wal",
+            "opening must not have to change the journal mode"
+        );
         assert_eq!(cat.movie(5).unwrap().unwrap().rating_count, 2);
         assert_eq!(cat.info().unwrap().users, 2);
         let order: Vec<_> = cat
