@@ -40,29 +40,6 @@ fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), CatalogueError> {
     Ok(())
 }
 
-/// Puts the file in WAL mode unless it is already (catalogues dumped before WAL was recorded at
-/// dump time). Changing the mode needs the file to itself, and SQLite answers "busy" at once,
-/// without waiting, when another process is opening the same file: retried until it is done
-/// (by either process) or `BUSY_TIMEOUT` has passed.
-fn use_wal(conn: &Connection) -> Result<(), CatalogueError> {
-    let started = std::time::Instant::now();
-    loop {
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
-        if mode.eq_ignore_ascii_case("wal") {
-            return Ok(());
-        }
-        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(())) {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && started.elapsed() < BUSY_TIMEOUT =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other.map_err(CatalogueError::from),
-        }
-    }
-}
-
 /// One rating, read as an implicit interaction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interaction {
@@ -87,8 +64,7 @@ impl Catalogue {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        // Before the first read: another process opening or closing the file (WAL recovery and
-        // checkpoints) holds a lock for a moment, and without a timeout the read fails at once.
+        // Before the first read: another process migrating the file holds it for a moment.
         conn.busy_timeout(BUSY_TIMEOUT)?;
         refuse_newer(&conn, path)?;
         Self::configure(conn)
@@ -124,8 +100,9 @@ impl Catalogue {
 
     fn configure(mut conn: Connection) -> Result<Self, CatalogueError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        use_wal(&conn)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The journal mode is the file's (a rollback journal since the dump): changing it needs
+        // the file to itself, and SQLite refuses that at once, without waiting, while another
+        // process opens it.
         conn.pragma_update(None, "foreign_keys", "ON")?;
         MIGRATIONS.to_latest(&mut conn)?;
         Ok(Self { conn })
@@ -230,18 +207,17 @@ mod tests {
         assert_eq!(version, 99);
     }
 
-    /// Two `movierec train` runs started together on a catalogue not yet in WAL mode failed with
-    /// "database is locked": both tried to change its journal mode at once.
+    /// Two `movierec train` runs started together on a fresh catalogue failed with "database is
+    /// locked": both tried to switch its journal mode to WAL at once.
     #[test]
-    fn processes_opening_an_old_catalogue_at_once_all_succeed() {
+    fn processes_opening_a_catalogue_at_once_all_succeed_and_leave_its_journal_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old-journal.db");
+        let path = dir.path().join("t.db");
         let cat = Catalogue::create(&path).unwrap();
         cat.connection()
             .execute_batch(
                 "INSERT INTO movies (movie_id, title) VALUES (1, 'a');
-                 INSERT INTO ratings (user_id, timestamp, movie_id, rating) VALUES (7, 1, 1, 4.0);
-                 PRAGMA journal_mode = DELETE;",
+                 INSERT INTO ratings (user_id, timestamp, movie_id, rating) VALUES (7, 1, 1, 4.0);",
             )
             .unwrap();
         drop(cat);
@@ -262,18 +238,19 @@ mod tests {
                 handles.into_iter().map(|h| h.join().unwrap()).collect()
             });
             assert!(opened.iter().all(|r| r == &Ok(1)), "{opened:?}");
-            // Back to the old mode for the next round.
-            Connection::open(&path)
-                .unwrap()
-                .execute_batch("PRAGMA journal_mode = DELETE;")
-                .unwrap();
         }
         let cat = Catalogue::open(&path).unwrap();
         let mode: String = cat
             .connection()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
-        assert_eq!(mode, "wal");
+        assert_eq!(mode, "delete");
+        drop(cat);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("t.db")]);
     }
 
     #[test]

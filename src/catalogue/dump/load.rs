@@ -1,10 +1,10 @@
 //! Writing a catalogue: a build file next to the final one, bulk inserts in one transaction with
 //! prepared statements, then the rename into place.
 //!
-//! The build file is configured for loading speed (`journal_mode=OFF`, `synchronous=OFF`; WAL is
-//! recorded when it is finished, so that opening it never changes the mode): it is
-//! nobody's catalogue until the rename, and any failure deletes it. Ratings are inserted in
-//! primary-key order per user (the releases list each user's ratings together), on a writer
+//! The build file is configured for loading speed (`journal_mode=OFF`, `synchronous=OFF`; the
+//! finished file has a rollback journal, which opening it never changes): it is nobody's
+//! catalogue until the rename, and any failure deletes it. Ratings are inserted in primary-key
+//! order per user (the releases list each user's ratings together), on a writer
 //! thread fed by the parser.
 
 use std::collections::{HashMap, HashSet};
@@ -214,9 +214,9 @@ impl Build {
             ],
         )?;
         self.conn
-            // WAL is recorded in the file, so opening the catalogue never has to change the
-            // journal mode (a write that two processes opening it at once would race for).
-            .execute_batch("COMMIT; PRAGMA journal_mode = WAL;")?;
+            // A rollback journal, not WAL: readers leave no -wal/-shm files beside it, and a
+            // later dump can rename a new file over it while the API still reads the old one.
+            .execute_batch("COMMIT; PRAGMA journal_mode = DELETE;")?;
         let Self { conn, file, .. } = self;
         conn.close().map_err(|(_, e)| DumpError::Sqlite(e))?;
         std::fs::File::open(&file)
@@ -492,8 +492,8 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(
-            mode, "wal",
-            "opening must not have to change the journal mode"
+            mode, "delete",
+            "a rollback journal, which opening leaves as it is"
         );
         assert_eq!(cat.movie(5).unwrap().unwrap().rating_count, 2);
         assert_eq!(cat.info().unwrap().users, 2);
