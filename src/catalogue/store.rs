@@ -22,6 +22,14 @@ static MIGRATIONS: LazyLock<Migrations<'static>> =
 /// How long a connection waits for a lock held by another one.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Opens `path` with `flags`, waiting up to `BUSY_TIMEOUT` for a lock held by another connection
+/// (a migration) from the first read on.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, CatalogueError> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
 /// Applies every migration to `conn` (a fresh build file of the dump).
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), CatalogueError> {
     MIGRATIONS.to_latest(conn)?;
@@ -60,12 +68,10 @@ impl Catalogue {
         if !path.is_file() {
             return Err(CatalogueError::Missing(path.to_path_buf()));
         }
-        let conn = Connection::open_with_flags(
+        let conn = connect(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        // Before the first read: another process migrating the file holds it for a moment.
-        conn.busy_timeout(BUSY_TIMEOUT)?;
         refuse_newer(&conn, path)?;
         Self::configure(conn)
     }
@@ -76,11 +82,10 @@ impl Catalogue {
         if !path.is_file() {
             return Err(CatalogueError::Missing(path.to_path_buf()));
         }
-        let conn = Connection::open_with_flags(
+        let conn = connect(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
         refuse_newer(&conn, path)?;
         let pending = MIGRATIONS.pending_migrations(&conn)?;
         if pending != 0 {
@@ -94,15 +99,14 @@ impl Catalogue {
 
     /// Creates a new, empty catalogue at `path` (which must not exist) with the full schema.
     pub fn create(path: &Path) -> Result<Self, CatalogueError> {
-        let conn = Connection::open(path)?;
+        let conn = connect(path, OpenFlags::default())?;
         Self::configure(conn)
     }
 
+    /// Settings of a read-write connection, then the migrations. The journal mode is left as the
+    /// file has it (a rollback journal since the dump): changing it needs the file to itself, and
+    /// SQLite refuses that at once, without waiting, while another process opens it.
     fn configure(mut conn: Connection) -> Result<Self, CatalogueError> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // The journal mode is the file's (a rollback journal since the dump): changing it needs
-        // the file to itself, and SQLite refuses that at once, without waiting, while another
-        // process opens it.
         conn.pragma_update(None, "foreign_keys", "ON")?;
         MIGRATIONS.to_latest(&mut conn)?;
         Ok(Self { conn })
