@@ -2,6 +2,7 @@
 //! library. Nothing else lives here.
 
 mod allocator;
+mod candle_threads;
 mod commands;
 
 use clap::{Parser, Subcommand};
@@ -41,11 +42,15 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let purging_off = allocator::keep_freed_pages();
+    let candle_pool_off = candle_threads::run_elementwise_ops_inline();
     // A missing `.env` is fine: the environment and flags still apply.
     let _ = dotenvy::dotenv();
     movierec::telemetry::init();
     if !purging_off {
         tracing::debug!("mimalloc's option layout not recognised: purging left as it is");
+    }
+    if !candle_pool_off {
+        tracing::debug!("CANDLE_NUM_THREADS is set: candle's element-wise pool left as it is");
     }
     let cli = Cli::parse();
     match cli.command {

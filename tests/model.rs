@@ -435,16 +435,74 @@ fn the_same_seed_repeats_a_run_exactly() {
 }
 
 #[test]
+fn a_run_gives_the_same_weights_on_one_thread_and_on_two() {
+    // Each batch is split into shards, run one after the other on one thread and at once on
+    // threads of their own with two: the weights must not depend on which.
+    let dataset = cyclic_dataset(20, 40, 14);
+    let run = |arch: Architecture, threads: usize| {
+        let root = tempfile::tempdir().unwrap();
+        let opts = TrainOptions {
+            checkpoint_root: root.path().to_path_buf(),
+            architecture: arch,
+            hidden: 16,
+            layers: 1,
+            heads: 2,
+            max_len: 12,
+            batch_size: 8,
+            epochs: 3,
+            eval_every: 3,
+            label_smoothing: 0.1,
+            ..TrainOptions::default()
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let report = pool
+            .install(|| train_on_dataset(&opts, &dataset, &mut |_| {}))
+            .unwrap();
+        std::fs::read(report.checkpoint.join(checkpoint::WEIGHTS_FILE)).unwrap()
+    };
+    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+        assert!(
+            run(arch, 1) == run(arch, 2),
+            "{arch}: other weights on two threads"
+        );
+    }
+}
+
+#[test]
+fn bad_label_smoothing_is_refused_before_training() {
+    let dataset = cyclic_dataset(20, 40, 14);
+    let root = tempfile::tempdir().unwrap();
+    for (smoothing, negatives) in [(1.0, 0), (-0.1, 0), (0.1, 5)] {
+        let opts = TrainOptions {
+            checkpoint_root: root.path().to_path_buf(),
+            label_smoothing: smoothing,
+            negatives,
+            ..TrainOptions::default()
+        };
+        let err = train_on_dataset(&opts, &dataset, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("label smoothing"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(root.path()).unwrap().count(),
+        0,
+        "no run directory"
+    );
+}
+
+#[test]
 fn overfits_a_deterministic_pattern_and_recommends_correctly() {
     for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
         let (dir, _root) = overfit(arch, 0);
         let rec = Recommender::load(&dir).unwrap();
         assert_eq!(rec.info().architecture, arch.name());
         assert_eq!(rec.info().items, 20);
-        // After 18, 19, 20 comes 1.
+        // After 14, ..., 20 comes 1 (seven items: the training windows hold twelve).
         let top = rec
             .recommend(&RecommendRequest {
-                sequence: vec![18, 19, 20],
+                sequence: (14..=20).collect(),
                 avoided: vec![],
                 k: 3,
             })

@@ -79,6 +79,9 @@ pub struct TrainArgs {
     /// SASRec on ml-100k: 200].
     #[arg(long)]
     pub sliding_step: Option<usize>,
+    /// Label smoothing of the cross-entropy (full softmax only), in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f32,
     /// Stop after this many seconds of wall-clock time, keeping the best checkpoint.
     #[arg(long)]
     pub time_budget_secs: Option<u64>,
@@ -125,6 +128,7 @@ impl TrainArgs {
             seed: self.seed,
             negatives: self.negatives,
             sliding_step: self.sliding_step.unwrap_or(tuned.sliding_step),
+            label_smoothing: self.label_smoothing,
             time_budget_secs: self.time_budget_secs,
             resume: self.resume,
             data: DataSettings {

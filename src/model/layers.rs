@@ -7,7 +7,7 @@ use candle_nn::{Init, VarBuilder};
 use super::ModelConfig;
 use super::dropout::{DropoutRng, dropout};
 use super::fused::{add_row, gelu, layer_norm, softmax_last_dim};
-use super::matmul::batched_matmul;
+use super::matmul::{batched_matmul, matmul_t};
 
 /// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): one op of
 /// [`super::fused`], scale and shift included.
@@ -56,7 +56,7 @@ impl Linear {
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        add_row(&xs.matmul(&self.weight.t()?)?, &self.bias)
+        add_row(&matmul_t(xs, &self.weight)?, &self.bias)
     }
 }
 

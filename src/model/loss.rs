@@ -7,6 +7,9 @@
 //! (keeping the exponentials for the backward pass), and writes the gradient once backward:
 //! `softmax(x) - onehot(target)`, scaled by the incoming gradient; the bias gradient is its
 //! column sums. Rows are spread over the rayon pool.
+//!
+//! With label smoothing `ε` the target distribution is `(1 - ε) onehot + ε / V` (Szegedy et al.
+//! 2016): the loss adds `ε (logsumexp - mean(x))` and the gradient subtracts `ε / V` per column.
 
 use std::sync::Mutex;
 
@@ -23,17 +26,21 @@ struct Softmax {
 }
 
 /// Per-row loss `logsumexp(x_i + b) - (x_i[t_i] + b[t_i])` of `(N, V)` logits against `N`
-/// targets, with an optional bias `b` of `V` items.
+/// targets, with an optional bias `b` of `V` items, and optional label smoothing.
 struct RowCrossEntropy {
     targets: Vec<u32>,
+    /// Label smoothing `ε` in `[0, 1)`: the share of the target's probability spread evenly
+    /// over all `V` columns.
+    smoothing: f32,
     /// The forward pass's exponentials, taken by the backward pass.
     saved: Mutex<Option<Softmax>>,
 }
 
 impl RowCrossEntropy {
-    fn new(targets: &[u32]) -> Self {
+    fn new(targets: &[u32], smoothing: f32) -> Self {
         Self {
             targets: targets.to_vec(),
+            smoothing,
             saved: Mutex::new(None),
         }
     }
@@ -69,6 +76,7 @@ impl RowCrossEntropy {
 
     fn softmax(&self, data: &[f32], v: usize, bias: Option<&[f32]>) -> (Softmax, Vec<f32>) {
         let n = self.targets.len();
+        let smoothing = self.smoothing;
         let mut exps = vec![0f32; data.len()];
         let mut inv_sums = vec![0f32; n];
         let mut losses = vec![0f32; n];
@@ -85,18 +93,24 @@ impl RowCrossEntropy {
                 }
                 let target = e[t as usize];
                 let max = e.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
+                let (mut sum, mut total) = (0f32, 0f32);
                 for x in e.iter_mut() {
+                    total += *x;
                     *x = (*x - max).exp();
                     sum += *x;
                 }
                 *inv = 1.0 / sum;
-                *loss = max + sum.ln() - target;
+                let lse = max + sum.ln();
+                *loss = lse - target;
+                if smoothing > 0.0 {
+                    let mean = total / e.len() as f32;
+                    *loss = (1.0 - smoothing) * *loss + smoothing * (lse - mean);
+                }
             });
         (Softmax { exps, inv_sums }, losses)
     }
 
-    /// The gradient of the logits, `(softmax - onehot) * g` per row, from the saved
+    /// The gradient of the logits, `(softmax - (1 - ε) onehot - ε / V) * g` per row, from the saved
     /// exponentials (recomputed if the forward pass left none).
     fn backward(&self, arg: &Tensor, bias: Option<&Tensor>, grad_res: &Tensor) -> Result<Tensor> {
         let scales = grad_res.to_vec1::<f32>()?;
@@ -115,12 +129,19 @@ impl RowCrossEntropy {
                 })?
             }
         };
+        let smoothing = self.smoothing;
+        let spread = smoothing / v as f32;
         exps.par_chunks_exact_mut(v)
             .zip(inv_sums.par_iter().zip(&scales).zip(&self.targets))
             .for_each(|(row, ((&inv, &g), &t))| {
                 let scale = inv * g;
-                row.iter_mut().for_each(|x| *x *= scale);
-                row[t as usize] -= g;
+                if smoothing > 0.0 {
+                    let shift = spread * g;
+                    row.iter_mut().for_each(|x| *x = *x * scale - shift);
+                } else {
+                    row.iter_mut().for_each(|x| *x *= scale);
+                }
+                row[t as usize] -= (1.0 - smoothing) * g;
             });
         Tensor::from_vec(exps, arg.shape(), arg.device())
     }
@@ -183,16 +204,28 @@ impl CustomOp2 for RowCrossEntropy {
 pub fn cross_entropy(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
     logits
         .contiguous()?
-        .apply_op1(RowCrossEntropy::new(targets))?
+        .apply_op1(RowCrossEntropy::new(targets, 0.0))?
         .mean_all()
 }
 
 /// [`cross_entropy`] of `logits + bias`, the `(V)` bias added to every row inside the op; the
-/// bias gets its gradient from the same pass.
-pub fn cross_entropy_with_bias(logits: &Tensor, bias: &Tensor, targets: &[u32]) -> Result<Tensor> {
+/// bias gets its gradient from the same pass. `smoothing` (label smoothing, `0` for none) moves
+/// that share of each target's probability evenly onto all `V` columns.
+pub fn cross_entropy_with_bias(
+    logits: &Tensor,
+    bias: &Tensor,
+    targets: &[u32],
+    smoothing: f32,
+) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&smoothing) {
+        candle_core::bail!("label smoothing {smoothing} is not in [0, 1)");
+    }
     logits
         .contiguous()?
-        .apply_op2(&bias.contiguous()?, RowCrossEntropy::new(targets))?
+        .apply_op2(
+            &bias.contiguous()?,
+            RowCrossEntropy::new(targets, smoothing),
+        )?
         .mean_all()
 }
 
@@ -247,7 +280,7 @@ mod tests {
         )?;
         let t = Tensor::new(&targets[..], &dev)?;
 
-        let ours = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets)?;
+        let ours = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, 0.0)?;
         let theirs =
             candle_nn::loss::cross_entropy(&x.as_tensor().broadcast_add(bias.as_tensor())?, &t)?;
         close(&ours, &theirs, "loss")?;
@@ -262,12 +295,51 @@ mod tests {
     }
 
     #[test]
+    fn label_smoothing_matches_the_smoothed_target_distribution() -> Result<()> {
+        let dev = Device::Cpu;
+        let targets = [2u32, 0, 6, 4];
+        let (rows, width, eps) = (4, 7, 0.2f32);
+        let x = logits(rows, width)?;
+        let bias = Var::from_vec(
+            (0..width)
+                .map(|j| (j as f32 - 2.0) / 5.0)
+                .collect::<Vec<f32>>(),
+            width,
+            &dev,
+        )?;
+        let ours = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, eps)?;
+        // -Σ_j q_j log softmax(x + b)_j with q = (1 - ε) onehot + ε / V, averaged over rows.
+        let q: Vec<f32> = targets
+            .iter()
+            .flat_map(|&t| {
+                (0..width as u32)
+                    .map(move |j| eps / width as f32 + if j == t { 1.0 - eps } else { 0.0 })
+            })
+            .collect();
+        let q = Tensor::from_vec(q, (rows, width), &dev)?;
+        let log_p =
+            candle_nn::ops::log_softmax(&x.as_tensor().broadcast_add(bias.as_tensor())?, 1)?;
+        let theirs = ((q * log_p)?.sum_all()? * (-1.0 / rows as f64))?;
+        close(&ours, &theirs, "loss")?;
+        let (ga, gb) = (ours.backward()?, theirs.backward()?);
+        for var in [&x, &bias] {
+            let a = ga.get(var).cloned().expect("gradient");
+            let b = gb.get(var).cloned().expect("gradient");
+            close(&a, &b, "gradient")?;
+        }
+        // Smoothing raises the loss of confident, correct rows: it is not the plain loss.
+        let plain = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, 0.0)?;
+        assert!((ours.to_scalar::<f32>()? - plain.to_scalar::<f32>()?).abs() > 1e-3);
+        Ok(())
+    }
+
+    #[test]
     fn a_second_backward_pass_recomputes_the_same_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let targets = [1u32, 5, 0];
         let x = logits(3, 7)?;
         let bias = Var::from_vec(vec![0.3f32, -0.2, 0.0, 0.1, 0.5, -0.4, 0.2], 7, &dev)?;
-        let loss = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets)?;
+        let loss = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, 0.0)?;
         // The first pass takes the kept exponentials; the second must recompute them.
         let (first, second) = (loss.backward()?, loss.backward()?);
         for var in [&x, &bias] {
@@ -297,6 +369,9 @@ mod tests {
         assert!(cross_entropy(&x, &[0, 3]).is_err());
         assert!(cross_entropy(&x, &[0]).is_err());
         let short = Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert!(cross_entropy_with_bias(&x, &short, &[0, 1]).is_err());
+        assert!(cross_entropy_with_bias(&x, &short, &[0, 1], 0.0).is_err());
+        let bias = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(cross_entropy_with_bias(&x, &bias, &[0, 1], 1.0).is_err());
+        assert!(cross_entropy_with_bias(&x, &bias, &[0, 1], -0.1).is_err());
     }
 }

@@ -58,7 +58,7 @@ fn products(batch: usize, lhs: Operand, rhs: Operand, scale: f32) -> Result<Vec<
     }
     let (lhs_rs, lhs_cs) = lhs.strides();
     let (rhs_rs, rhs_cs) = rhs.strides();
-    let one = |i: usize, dst: &mut [f32]| {
+    let one = |i: usize, dst: &mut [f32], parallelism: Parallelism| {
         let a = &lhs.data[i * lhs_size..(i + 1) * lhs_size];
         let b = &rhs.data[i * rhs_size..(i + 1) * rhs_size];
         // SAFETY: `dst` holds m×n values written with row stride n; `a` and `b` hold one
@@ -83,18 +83,29 @@ fn products(batch: usize, lhs: Operand, rhs: Operand, scale: f32) -> Result<Vec<
                 false,
                 false,
                 false,
-                Parallelism::None,
+                parallelism,
             );
         }
     };
     if batch > 1 {
         out.par_chunks_exact_mut(m * n)
             .enumerate()
-            .for_each(|(i, dst)| one(i, dst));
+            .for_each(|(i, dst)| one(i, dst, Parallelism::None));
     } else {
-        one(0, &mut out);
+        one(0, &mut out, parallelism());
     }
     Ok(out)
+}
+
+/// How a single product splits over threads: over the current rayon pool when it has more than
+/// one thread, not at all in a single-thread pool (a training shard's: its products are too
+/// small to gain from splitting, and the other shards keep the other cores busy). candle's own
+/// matmul reads `RAYON_NUM_THREADS` instead, whatever pool it runs in.
+fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
 }
 
 /// The contiguous `f32` data of a 3-D tensor and its dimensions.
@@ -221,6 +232,13 @@ pub(crate) fn batched_matmul(
             scale,
         },
     )
+}
+
+/// `lhs · rhsᵀ` for 2-D tensors `(m, k)` and `(n, k)`, with a backward pass: a dense layer's
+/// product with its `(out, in)` weight, or the output head's with the item embeddings, without
+/// copying the transpose. It splits over the current rayon pool (see [`parallelism`]).
+pub(crate) fn matmul_t(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
+    batched_matmul(&lhs.unsqueeze(0)?, &rhs.unsqueeze(0)?, true, 1.0)?.squeeze(0)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::dropout::{DropoutRng, dropout};
 use super::fused::{add_row, gelu};
 use super::layers::{EncoderBlock, LayerNorm, Linear};
+use super::matmul::matmul_t;
 use super::{ModelConfig, ModelError};
 
 /// The additive value that switches a key off in attention.
@@ -163,9 +164,15 @@ impl SeqModel {
     /// Training loss: the mean softmax cross-entropy of hidden rows `(N, H)` against their
     /// `targets` over every movie. The output bias is added inside the loss op, which also
     /// gives it its gradient (a broadcast add would cost a strided sum backward).
-    pub fn full_softmax_loss(&self, hidden: &Tensor, targets: &[u32]) -> Result<Tensor> {
-        let logits = self.head(hidden)?.matmul(&self.output_matrix()?)?;
-        super::loss::cross_entropy_with_bias(&logits, &self.output_bias, targets)
+    pub fn full_softmax_loss(
+        &self,
+        hidden: &Tensor,
+        targets: &[u32],
+        label_smoothing: f32,
+    ) -> Result<Tensor> {
+        let movies = self.item_embeddings.narrow(0, 0, self.cfg.items)?;
+        let logits = matmul_t(&self.head(hidden)?, &movies)?;
+        super::loss::cross_entropy_with_bias(&logits, &self.output_bias, targets, label_smoothing)
     }
 
     /// [`scores`](Self::scores) with a precomputed [`output_matrix`](Self::output_matrix).

@@ -51,6 +51,9 @@ pub struct TrainOptions {
     pub negatives: usize,
     /// Older windows every this many items of long histories (0: only the most recent).
     pub sliding_step: usize,
+    /// Label smoothing of the full-softmax cross-entropy, in `[0, 1)` (0: none).
+    #[serde(default)]
+    pub label_smoothing: f32,
     /// Wall-clock budget in seconds; training stops (keeping the best checkpoint) when spent.
     pub time_budget_secs: Option<u64>,
     /// Continue from this checkpoint's weights and epoch.
@@ -86,6 +89,7 @@ impl Default for TrainOptions {
             seed: 42,
             negatives: 0,
             sliding_step: 0,
+            label_smoothing: 0.0,
             time_budget_secs: None,
             resume: None,
             data: DataSettings::default(),

@@ -75,6 +75,18 @@ pub fn train_on_dataset(
             "epochs, batch size and eval-every must be positive".into(),
         ));
     }
+    if !(0.0..1.0).contains(&opts.label_smoothing) {
+        return Err(TrainError::Invalid(format!(
+            "label smoothing must be in [0, 1), not {}",
+            opts.label_smoothing
+        )));
+    }
+    if opts.label_smoothing > 0.0 && opts.negatives > 0 {
+        return Err(TrainError::Invalid(
+            "label smoothing applies to the full softmax only: drop --negatives or --label-smoothing"
+                .into(),
+        ));
+    }
     let split = leave_one_out(dataset);
     if split.is_empty() {
         return Err(TrainError::Invalid(
@@ -173,7 +185,17 @@ pub fn train_on_dataset(
     let mut total_steps = steps_per_epoch * opts.epochs;
     let mut step = steps_per_epoch * (start_epoch - 1);
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(start_epoch as u64));
-    let mut drop_rng = DropoutRng::new(opts.seed.wrapping_mul(31).wrapping_add(start_epoch as u64));
+    let mut drop_rngs: Vec<DropoutRng> = (0..SHARDS as u64)
+        .map(|k| {
+            DropoutRng::new(
+                opts.seed
+                    .wrapping_mul(31)
+                    .wrapping_add(start_epoch as u64)
+                    .wrapping_add(k << 32),
+            )
+        })
+        .collect();
+    let pools = shard_pools();
 
     let budget_spent = || {
         opts.time_budget_secs
@@ -216,21 +238,31 @@ pub fn train_on_dataset(
         // the pool's other threads directly, without waking this thread after each one.
         let epoch_steps: Result<(), TrainError> = rayon::scope(|_| {
             for chunk in &order {
-                let batch = match model_cfg.architecture {
-                    Architecture::Bert4Rec => {
-                        let part: Vec<ClozeSample> =
-                            chunk.iter().map(|&i| cloze_epoch[i]).collect();
-                        cloze_batch(&part, &model_cfg, &cloze, &mut rng)?
-                    }
-                    Architecture::SasRec => {
-                        let seqs: Vec<&[u32]> =
-                            chunk.iter().map(|&i| samples[i].as_slice()).collect();
-                        next_item_batch(&seqs, &model_cfg)?
-                    }
-                };
+                let mut shards = Vec::with_capacity(SHARDS);
+                for part in chunk.chunks(chunk.len().div_ceil(SHARDS).max(1)) {
+                    shards.push(match model_cfg.architecture {
+                        Architecture::Bert4Rec => {
+                            let part: Vec<ClozeSample> =
+                                part.iter().map(|&i| cloze_epoch[i]).collect();
+                            cloze_batch(&part, &model_cfg, &cloze, &mut rng)?
+                        }
+                        Architecture::SasRec => {
+                            let seqs: Vec<&[u32]> =
+                                part.iter().map(|&i| samples[i].as_slice()).collect();
+                            next_item_batch(&seqs, &model_cfg)?
+                        }
+                    });
+                }
                 let negatives = draw_negatives(opts.negatives, model_cfg.items, &mut rng);
-                let loss = batch_loss(&model, &batch, negatives.as_deref(), &mut drop_rng)?;
-                let mut grads = loss.backward()?;
+                let (loss, mut grads) = sharded_loss_and_gradients(
+                    &model,
+                    &shards,
+                    &vars,
+                    negatives.as_deref(),
+                    opts.label_smoothing,
+                    &mut drop_rngs,
+                    &pools,
+                )?;
                 clip_gradients(&mut grads, &vars, opts.clip_norm)?;
                 lr = schedule(opts.lr, step, opts.warmup_steps, total_steps);
                 opt_decay.set_learning_rate(lr);
@@ -239,7 +271,7 @@ pub fn train_on_dataset(
                 opt_plain.step(&grads)?;
                 step += 1;
                 batches += 1;
-                loss_sum += f64::from(loss.to_scalar::<f32>()?);
+                loss_sum += loss;
                 let sps = (batches * opts.batch_size) as f64 / epoch_start.elapsed().as_secs_f64();
                 bar.set_message(format!(
                     "epoch {epoch} loss {:.4} {sps:.0} seq/s",
@@ -329,12 +361,116 @@ pub fn train_on_dataset(
     })
 }
 
-/// Cross-entropy at the batch's loss positions (training mode): over all items, or, when
-/// `negatives` is given, over each target and those shared sampled negatives.
+/// Shards each batch is split into. With more than one thread, each shard runs its forward and
+/// backward pass in a single-thread pool of its own and their gradients are summed, so a step
+/// of a small model keeps two cores busy (the ops of a batch of 16 are too small to split
+/// across threads one by one: that is slower than one thread). Fixed rather than the thread
+/// count, so that a seed repeats a run whatever the machine.
+const SHARDS: usize = 2;
+
+/// One single-thread pool per shard when the rayon pool has more than one thread; none (the
+/// shards then run one after the other) otherwise, or when a pool cannot be built.
+fn shard_pools() -> Vec<rayon::ThreadPool> {
+    if rayon::current_num_threads() < 2 {
+        return Vec::new();
+    }
+    let pools: Result<Vec<_>, _> = (0..SHARDS)
+        .map(|k| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(move |_| format!("train-shard-{k}"))
+                .build()
+        })
+        .collect();
+    pools.unwrap_or_else(|e| {
+        tracing::warn!("training shards run one after the other: {e}");
+        Vec::new()
+    })
+}
+
+/// The mean loss over all loss positions of a batch split into `shards` (batches of the same
+/// step), and its gradients for `vars`: each shard's mean loss weighted by its share of the
+/// positions, so the result equals the unsplit batch's (dropout aside). Shard `k` draws its
+/// dropout from `drop_rngs[k]` and runs in `pools[k]` (at once), or, without pools, on this
+/// thread (one after the other); the result is the same.
+fn sharded_loss_and_gradients(
+    model: &SeqModel,
+    shards: &[Batch],
+    vars: &[Var],
+    negatives: Option<&[u32]>,
+    label_smoothing: f32,
+    drop_rngs: &mut [DropoutRng],
+    pools: &[rayon::ThreadPool],
+) -> candle_core::Result<(f64, GradStore)> {
+    let positions: usize = shards.iter().map(|b| b.count).sum();
+    if shards.is_empty() || positions == 0 || shards.len() > drop_rngs.len() {
+        candle_core::bail!(
+            "a training step needs 1 to {} shards with loss positions",
+            drop_rngs.len()
+        );
+    }
+    let shard_step = |batch: &Batch, drop_rng: &mut DropoutRng| {
+        let loss = batch_loss(model, batch, negatives, label_smoothing, drop_rng)?;
+        let weighted = (loss * (batch.count as f64 / positions as f64))?;
+        let grads = weighted.backward()?;
+        Ok::<_, candle_core::Error>((f64::from(weighted.to_scalar::<f32>()?), grads))
+    };
+    let results: Vec<candle_core::Result<(f64, GradStore)>> = if pools.len() >= shards.len() {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = shards
+                .iter()
+                .zip(drop_rngs.iter_mut())
+                .zip(pools)
+                .map(|((batch, drop_rng), pool)| {
+                    scope.spawn(|| pool.install(|| shard_step(batch, drop_rng)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(candle_core::Error::Msg("a training shard panicked".into()))
+                    })
+                })
+                .collect()
+        })
+    } else {
+        shards
+            .iter()
+            .zip(drop_rngs.iter_mut())
+            .map(|(batch, drop_rng)| shard_step(batch, drop_rng))
+            .collect()
+    };
+    let mut results = results.into_iter();
+    let Some(first) = results.next() else {
+        candle_core::bail!("a training step without shards");
+    };
+    let (mut loss, mut grads) = first?;
+    for result in results {
+        let (part_loss, part_grads) = result?;
+        loss += part_loss;
+        for var in vars {
+            let var = var.as_tensor();
+            if let Some(g) = part_grads.get(var) {
+                let sum = match grads.get(var) {
+                    Some(total) => (total + g)?,
+                    None => g.clone(),
+                };
+                grads.insert(var, sum);
+            }
+        }
+    }
+    Ok((loss, grads))
+}
+
+/// Cross-entropy at the batch's loss positions (training mode): over all items (with
+/// `label_smoothing`), or, when `negatives` is given, over each target and those shared sampled
+/// negatives.
 pub(crate) fn batch_loss(
     model: &SeqModel,
     batch: &Batch,
     negatives: Option<&[u32]>,
+    label_smoothing: f32,
     drop_rng: &mut DropoutRng,
 ) -> candle_core::Result<candle_core::Tensor> {
     let hidden = model.encode(&batch.ids, Some(drop_rng))?;
@@ -345,7 +481,7 @@ pub(crate) fn batch_loss(
             let logits = model.sampled_scores(&picked, &targets, negatives)?;
             crate::model::loss::cross_entropy(&logits, &vec![0; targets.len()])
         }
-        None => model.full_softmax_loss(&picked, &targets),
+        None => model.full_softmax_loss(&picked, &targets, label_smoothing),
     }
 }
 
@@ -469,7 +605,72 @@ fn append_line(path: &Path, record: &EpochRecord) -> Result<(), TrainError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{length_bucketed_batches, schedule};
+    use super::{
+        DropoutRng, SHARDS, batch_loss, length_bucketed_batches, schedule,
+        sharded_loss_and_gradients,
+    };
+    use crate::model::{Architecture, ModelConfig, SeqModel, reinitialise};
+    use crate::train::batch::next_item_batch;
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// A batch split into shards gives the unsplit batch's loss and gradients, whether the shards
+    /// run one after the other or at once in pools of their own (dropout off, so that nothing
+    /// random differs).
+    #[test]
+    fn shards_give_the_loss_and_gradients_of_the_whole_batch()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let cfg = ModelConfig {
+            architecture: Architecture::SasRec,
+            items: 30,
+            hidden: 16,
+            layers: 1,
+            heads: 2,
+            max_len: 12,
+            dropout: 0.0,
+        };
+        let varmap = VarMap::new();
+        let model = SeqModel::load(
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            &cfg,
+        )?;
+        reinitialise(&varmap, 5)?;
+        let vars = varmap.all_vars();
+        // Uneven lengths: the shards hold different numbers of loss positions.
+        let seqs: Vec<Vec<u32>> = (0..5u32)
+            .map(|u| (0..3 + 2 * u).map(|j| (u * 7 + j * 3) % 30).collect())
+            .collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let whole = next_item_batch(&refs, &cfg)?;
+        let shards = vec![
+            next_item_batch(&refs[..2], &cfg)?,
+            next_item_batch(&refs[2..], &cfg)?,
+        ];
+        assert_ne!(shards[0].count, shards[1].count);
+        let mut rngs: Vec<DropoutRng> = (0..SHARDS as u64).map(DropoutRng::new).collect();
+        let expected = batch_loss(&model, &whole, None, 0.1, &mut rngs[0])?;
+        let expected_grads = expected.backward()?;
+        let expected = f64::from(expected.to_scalar::<f32>()?);
+        let pools: Vec<rayon::ThreadPool> = (0..SHARDS)
+            .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+            .collect::<Result<_, _>>()?;
+        for pools in [&pools[..], &[]] {
+            let (loss, grads) =
+                sharded_loss_and_gradients(&model, &shards, &vars, None, 0.1, &mut rngs, pools)?;
+            assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
+            for var in &vars {
+                let (Some(a), Some(b)) = (grads.get(var), expected_grads.get(var)) else {
+                    panic!("a parameter without a gradient");
+                };
+                let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-5, "gradient differs by {diff}");
+            }
+        }
+        assert!(
+            sharded_loss_and_gradients(&model, &[], &vars, None, 0.0, &mut rngs, &pools).is_err()
+        );
+        Ok(())
+    }
 
     #[test]
     fn bucketed_batches_cover_every_sample_once_with_similar_lengths() {
