@@ -253,6 +253,18 @@ mod tests {
         Ok(())
     }
 
+    /// Asserts that `ours` and `theirs` give every var the same, non-zero gradient.
+    fn same_gradients(ours: &Tensor, theirs: &Tensor, vars: &[&Var]) -> Result<()> {
+        let (ga, gb) = (ours.backward()?, theirs.backward()?);
+        for var in vars {
+            let a = ga.get(var).cloned().expect("gradient");
+            let b = gb.get(var).cloned().expect("gradient");
+            close(&a, &b, "gradient")?;
+            assert!(a.abs()?.sum_all()?.to_scalar::<f32>()? > 1e-3);
+        }
+        Ok(())
+    }
+
     #[test]
     fn matches_candle_in_value_and_gradient() -> Result<()> {
         let dev = Device::Cpu;
@@ -284,14 +296,7 @@ mod tests {
         let theirs =
             candle_nn::loss::cross_entropy(&x.as_tensor().broadcast_add(bias.as_tensor())?, &t)?;
         close(&ours, &theirs, "loss")?;
-        let (ga, gb) = (ours.backward()?, theirs.backward()?);
-        for var in [&x, &bias] {
-            let a = ga.get(var).cloned().expect("gradient");
-            let b = gb.get(var).cloned().expect("gradient");
-            close(&a, &b, "gradient")?;
-            assert!(a.abs()?.sum_all()?.to_scalar::<f32>()? > 1e-3);
-        }
-        Ok(())
+        same_gradients(&ours, &theirs, &[&x, &bias])
     }
 
     #[test]
@@ -321,12 +326,7 @@ mod tests {
             candle_nn::ops::log_softmax(&x.as_tensor().broadcast_add(bias.as_tensor())?, 1)?;
         let theirs = ((q * log_p)?.sum_all()? * (-1.0 / rows as f64))?;
         close(&ours, &theirs, "loss")?;
-        let (ga, gb) = (ours.backward()?, theirs.backward()?);
-        for var in [&x, &bias] {
-            let a = ga.get(var).cloned().expect("gradient");
-            let b = gb.get(var).cloned().expect("gradient");
-            close(&a, &b, "gradient")?;
-        }
+        same_gradients(&ours, &theirs, &[&x, &bias])?;
         // Smoothing raises the loss of confident, correct rows: it is not the plain loss.
         let plain = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, 0.0)?;
         assert!((ours.to_scalar::<f32>()? - plain.to_scalar::<f32>()?).abs() > 1e-3);
