@@ -300,6 +300,38 @@ mod tests {
         Ok(())
     }
 
+    /// `matmul_t` (a dense layer's product) against candle's `lhs · rhsᵀ`, in value and both
+    /// gradients, split over a two-thread pool and on one thread (a training shard's pool).
+    #[test]
+    fn matmul_t_matches_candle_split_or_not() -> Result<()> {
+        let (a, b, w) = (
+            var((1, 40, 24), 1)?,
+            var((1, 32, 24), 2)?,
+            var((1, 40, 32), 3)?,
+        );
+        let (a2, b2, w2) = (a.squeeze(0)?, b.squeeze(0)?, w.squeeze(0)?);
+        let theirs = a2.matmul(&b2.t()?)?;
+        let gb = (&theirs * &w2)?.sum_all()?.backward()?;
+        for threads in [2, 1] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let (ours, ga) = pool.install(|| -> Result<_> {
+                let ours = matmul_t(&a2, &b2)?;
+                let ga = (&ours * &w2)?.sum_all()?.backward()?;
+                Ok((ours, ga))
+            })?;
+            close(&ours, &theirs, "value")?;
+            for v in [&a, &b] {
+                let x = ga.get(v).cloned().expect("gradient");
+                let y = gb.get(v).cloned().expect("gradient");
+                close(&x, &y, "gradient")?;
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn mismatched_operands_are_errors() -> Result<()> {
         let a = Tensor::zeros((2, 3, 4), candle_core::DType::F32, &Device::Cpu)?;
