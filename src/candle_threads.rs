@@ -8,7 +8,7 @@
 //! workers take cores from both, and two shards calling the pool wait on each other. With the
 //! pool off on 2 cores (`RAYON_NUM_THREADS=2`), BERT4Rec on ml-100k trained 50 epochs in 60 s
 //! instead of 22, and `bench model`'s batch of 64 at length 50 scored 9,000-11,000 sequences a
-//! second instead of about 4,500 (README, "Two cores for one run").
+//! second instead of about 4,500 (docs/experiments.md, "Two cores for one run").
 
 /// The variable candle reads, once, for the size of its pool.
 const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
