@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use movierec::config::{CatalogueSettings, CheckpointSettings};
 use movierec::model::Architecture;
 use movierec::model::checkpoint::DataSettings;
-use movierec::train::{TrainOptions, train};
+use movierec::train::{LossWeighting, TrainOptions, train};
 
 /// Arguments of `movierec train`. Defaults are the tuned ones (see the README); those that
 /// depend on the model and dataset are options, filled in by [`TrainOptions::tuned`].
@@ -82,6 +82,11 @@ pub struct TrainArgs {
     /// Label smoothing of the cross-entropy (full softmax only), in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f32,
+    /// How the loss positions of one step weigh against another's: `token` (every position
+    /// the same over the run) or `batch` (every step's mean the same) [default: batch;
+    /// ml-100k: token].
+    #[arg(long, value_enum)]
+    pub loss_weighting: Option<LossWeighting>,
     /// Stop after this many seconds of wall-clock time, keeping the best checkpoint.
     #[arg(long)]
     pub time_budget_secs: Option<u64>,
@@ -129,6 +134,7 @@ impl TrainArgs {
             negatives: self.negatives,
             sliding_step: self.sliding_step.unwrap_or(tuned.sliding_step),
             label_smoothing: self.label_smoothing,
+            loss_weighting: self.loss_weighting.unwrap_or(tuned.loss_weighting),
             time_budget_secs: self.time_budget_secs,
             resume: self.resume,
             data: DataSettings {
@@ -148,6 +154,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         model = %opts.architecture,
         dropout = %opts.dropout,
         sliding_step = opts.sliding_step,
+        loss_weighting = ?opts.loss_weighting,
         "training settings"
     );
     let report = train(&opts)?;
@@ -172,7 +179,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 mod tests {
     use clap::Parser;
 
-    use super::TrainArgs;
+    use super::{LossWeighting, TrainArgs};
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -191,6 +198,7 @@ mod tests {
         assert_eq!((sasrec.dropout, sasrec.sliding_step), (0.3, 200));
         let bert = options(&["--model", "bert4rec", "--version", "ml-100k"]);
         assert_eq!((bert.dropout, bert.sliding_step), (0.1, 0));
+        assert_eq!(bert.loss_weighting, LossWeighting::Token);
         let given = options(&[
             "--model",
             "sasrec",
@@ -203,5 +211,10 @@ mod tests {
         ]);
         assert_eq!((given.dropout, given.sliding_step), (0.2, 0));
         assert_eq!(given.seed, 42);
+        assert_eq!(given.loss_weighting, LossWeighting::Token);
+        let batch = options(&["--version", "ml-100k", "--loss-weighting", "batch"]);
+        assert_eq!(batch.loss_weighting, LossWeighting::Batch);
+        let small = options(&["--version", "ml-latest-small"]);
+        assert_eq!(small.loss_weighting, LossWeighting::Batch);
     }
 }

@@ -10,7 +10,7 @@ pub mod plot;
 pub mod report;
 mod trainer;
 
-pub use options::{TrainOptions, TrainReport};
+pub use options::{LossWeighting, TrainOptions, TrainReport};
 pub use trainer::{EpochRecord, train, train_on_dataset, train_with_progress};
 
 use std::path::PathBuf;

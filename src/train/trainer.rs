@@ -20,7 +20,7 @@ use super::batch::{
 };
 use super::data::{Dataset, build_dataset, leave_one_out, train_popularity};
 use super::evaluate::{Stage, cases, model_metrics};
-use super::{TrainError, TrainOptions, TrainReport, plot};
+use super::{LossWeighting, TrainError, TrainOptions, TrainReport, plot};
 use crate::catalogue::Catalogue;
 use crate::model::checkpoint::{self, CheckpointConfig, WEIGHTS_FILE};
 use crate::model::{Architecture, DropoutRng, ModelConfig, SeqModel, reinitialise};
@@ -219,6 +219,7 @@ pub fn train_on_dataset(
     let mut since_best = 0usize;
     let mut stopped_by_budget = false;
     let mut epochs_run = 0;
+    let mut step_weights = StepWeights::new(opts.loss_weighting);
     for epoch in start_epoch..=opts.epochs {
         let epoch_start = Instant::now();
         // BERT4Rec draws its cuts first, so that cut sequences are batched by their new length.
@@ -263,7 +264,9 @@ pub fn train_on_dataset(
                     &mut drop_rngs,
                     &pools,
                 )?;
-                clip_gradients(&mut grads, &vars, opts.clip_norm)?;
+                let count = shards.iter().map(|b| b.count).sum();
+                let scale = step_weights.next(count);
+                scale_and_clip_gradients(&mut grads, &vars, scale, opts.clip_norm)?;
                 lr = schedule(opts.lr, step, opts.warmup_steps, total_steps);
                 opt_decay.set_learning_rate(lr);
                 opt_plain.set_learning_rate(lr);
@@ -535,28 +538,70 @@ fn schedule(base: f64, step: usize, warmup: usize, total: usize) -> f64 {
     base * (1.0 - done / rest).max(0.02)
 }
 
-/// Scales all gradients down so that their global norm is at most `max_norm`.
-fn clip_gradients(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> candle_core::Result<()> {
-    if max_norm <= 0.0 {
-        return Ok(());
-    }
-    let mut sq = 0.0f64;
-    for v in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-        }
-    }
-    let norm = sq.sqrt();
-    if norm > max_norm {
-        let scale = max_norm / norm;
+/// Multiplies all gradients by `scale`, then scales them down so that their global norm is at
+/// most `max_norm` (no clipping when `max_norm <= 0`), in one pass over the gradients.
+fn scale_and_clip_gradients(
+    grads: &mut GradStore,
+    vars: &[Var],
+    scale: f64,
+    max_norm: f64,
+) -> candle_core::Result<()> {
+    let mut factor = scale;
+    if max_norm > 0.0 {
+        let mut sq = 0.0f64;
         for v in vars {
             if let Some(g) = grads.get(v.as_tensor()) {
-                let scaled = (g * scale)?;
+                sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            }
+        }
+        let norm = scale * sq.sqrt();
+        if norm > max_norm {
+            factor *= max_norm / norm;
+        }
+    }
+    if factor != 1.0 {
+        for v in vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let scaled = (g * factor)?;
                 grads.insert(v.as_tensor(), scaled);
             }
         }
     }
     Ok(())
+}
+
+/// The factor of each step's mean loss under a [`LossWeighting`].
+struct StepWeights {
+    weighting: LossWeighting,
+    positions: usize,
+    steps: usize,
+}
+
+impl StepWeights {
+    fn new(weighting: LossWeighting) -> Self {
+        Self {
+            weighting,
+            positions: 0,
+            steps: 0,
+        }
+    }
+
+    /// The factor of the next step, which has `count` loss positions: 1 under
+    /// [`LossWeighting::Batch`]; under [`LossWeighting::Token`], `count` over the mean number of
+    /// positions per step so far (this step included), so that every position weighs the same.
+    fn next(&mut self, count: usize) -> f64 {
+        match self.weighting {
+            LossWeighting::Batch => 1.0,
+            LossWeighting::Token => {
+                self.positions += count;
+                self.steps += 1;
+                if self.positions == 0 {
+                    return 1.0;
+                }
+                (count * self.steps) as f64 / self.positions as f64
+            }
+        }
+    }
 }
 
 fn new_run_dir(
@@ -606,10 +651,11 @@ fn append_line(path: &Path, record: &EpochRecord) -> Result<(), TrainError> {
 #[cfg(test)]
 mod tests {
     use super::{
-        DropoutRng, SHARDS, batch_loss, length_bucketed_batches, schedule,
-        sharded_loss_and_gradients,
+        DropoutRng, SHARDS, StepWeights, batch_loss, length_bucketed_batches,
+        scale_and_clip_gradients, schedule, sharded_loss_and_gradients,
     };
     use crate::model::{Architecture, ModelConfig, SeqModel, reinitialise};
+    use crate::train::LossWeighting;
     use crate::train::batch::next_item_batch;
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
@@ -692,6 +738,54 @@ mod tests {
         assert!(padded < real + real / 5, "padded {padded} vs real {real}");
         let again = length_bucketed_batches(&lengths, 64, &mut rng);
         assert_ne!(batches, again, "each epoch gets a new order");
+    }
+
+    /// Under token weighting a step's factor is its positions over the running mean, so that
+    /// over a run every position counts once; under batch weighting every step counts once.
+    #[test]
+    fn token_weighting_counts_every_position_once_and_batch_weighting_every_step() {
+        let counts = [10usize, 30, 20, 40];
+        let mut token = StepWeights::new(LossWeighting::Token);
+        let factors: Vec<f64> = counts.iter().map(|&c| token.next(c)).collect();
+        let expected = [1.0, 1.5, 20.0 * 3.0 / 60.0, 40.0 * 4.0 / 100.0];
+        for (f, e) in factors.iter().zip(expected) {
+            assert!((f - e).abs() < 1e-12, "{factors:?}");
+        }
+        // With a settled mean (25 positions per step), a step of 50 weighs twice one of 25.
+        let mut settled = StepWeights::new(LossWeighting::Token);
+        for _ in 0..1000 {
+            settled.next(25);
+        }
+        assert!((settled.next(50) / settled.next(25) - 2.0).abs() < 0.01);
+        let mut batch = StepWeights::new(LossWeighting::Batch);
+        assert!(counts.iter().all(|&c| batch.next(c) == 1.0));
+    }
+
+    /// Gradients are scaled, then clipped to the norm bound (which applies to the scaled ones).
+    #[test]
+    fn gradients_are_scaled_then_clipped() -> candle_core::Result<()> {
+        let run = |scale: f64, max_norm: f64| -> candle_core::Result<Vec<f32>> {
+            let var = candle_core::Var::new(&[3.0f32, 4.0], &Device::Cpu)?;
+            let grads_of = (var.as_tensor() * 1.0)?.sum_all()?;
+            let mut grads = grads_of.backward()?;
+            // d(sum)/dx = 1 per element: replace with a gradient of norm 5.
+            grads.insert(
+                var.as_tensor(),
+                candle_core::Tensor::new(&[3.0f32, 4.0], &Device::Cpu)?,
+            );
+            scale_and_clip_gradients(&mut grads, std::slice::from_ref(&var), scale, max_norm)?;
+            match grads.get(var.as_tensor()) {
+                Some(g) => g.to_vec1::<f32>(),
+                None => candle_core::bail!("no gradient"),
+            }
+        };
+        assert_eq!(run(2.0, 0.0)?, vec![6.0, 8.0]);
+        assert_eq!(run(2.0, 100.0)?, vec![6.0, 8.0]);
+        let clipped = run(2.0, 5.0)?;
+        assert!((clipped[0] - 3.0).abs() < 1e-6 && (clipped[1] - 4.0).abs() < 1e-6);
+        let halved = run(0.5, 5.0)?;
+        assert!((halved[0] - 1.5).abs() < 1e-6 && (halved[1] - 2.0).abs() < 1e-6);
+        Ok(())
     }
 
     #[test]
