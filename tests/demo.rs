@@ -269,6 +269,15 @@ async fn a_person_walks_through_the_demo_page() {
         error.attr("hidden").await.unwrap().is_some(),
         "no error is shown"
     );
+    // The answer names the model that gave it: the BERT4Rec `train` made above.
+    let note = client
+        .find(Locator::Id("res-note"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(note.contains("Answered by bert4rec."), "{note}");
     let shot = client.screenshot().await.unwrap();
     let shot_dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::write(shot_dir.join("demo-results.png"), &shot).unwrap();
@@ -414,6 +423,10 @@ fn the_demo_command_prepares_once_then_reuses() {
         result["model"]["checkpoint"].as_str(),
         trained.to_str(),
         "the trained model answered: {done}"
+    );
+    assert_eq!(
+        result["model"]["architecture"], "sasrec",
+        "the demo serves SASRec: {done}"
     );
     let items = result["items"].as_array().unwrap();
     assert_eq!(items.len(), 5);
