@@ -53,6 +53,9 @@ pub struct TrainArgs {
     /// AdamW weight decay (matrices only).
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
+    /// AdamW's second-moment decay (beta2).
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 100)]
     pub warmup_steps: usize,
@@ -124,6 +127,7 @@ impl TrainArgs {
             last_item_cut: self.last_item_cut,
             lr: self.lr,
             weight_decay: self.weight_decay,
+            adam_beta2: self.adam_beta2,
             warmup_steps: self.warmup_steps,
             clip_norm: self.clip_norm,
             batch_size: self.batch_size,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::MovieLensVersion;
 use crate::model::Architecture;
 use crate::model::checkpoint::DataSettings;
+use crate::train::TrainError;
 
 /// Settings of one training run. [`TrainOptions::tuned`] gives the defaults that scored best on
 /// validation for a model and dataset (see the README); [`Default`] is BERT4Rec's on ml-100k.
@@ -33,6 +34,9 @@ pub struct TrainOptions {
     pub last_item_cut: bool,
     pub lr: f64,
     pub weight_decay: f64,
+    /// AdamW's second-moment decay (beta2).
+    #[serde(default = "default_adam_beta2")]
+    pub adam_beta2: f64,
     /// Linear warm-up steps, then linear decay to 0 at the last epoch.
     pub warmup_steps: usize,
     /// Global gradient-norm clip.
@@ -66,6 +70,11 @@ pub struct TrainOptions {
     pub progress: bool,
 }
 
+/// AdamW's usual beta2, also what runs recorded before the option trained with.
+fn default_adam_beta2() -> f64 {
+    0.999
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
@@ -83,6 +92,7 @@ impl Default for TrainOptions {
             last_item_cut: true,
             lr: 1e-3,
             weight_decay: 0.01,
+            adam_beta2: default_adam_beta2(),
             warmup_steps: 100,
             clip_norm: 5.0,
             batch_size: 16,
@@ -103,6 +113,34 @@ impl Default for TrainOptions {
 }
 
 impl TrainOptions {
+    /// Rejects settings no run can train with, naming the setting.
+    pub fn check(&self) -> Result<(), TrainError> {
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_every == 0 {
+            return Err(TrainError::Invalid(
+                "epochs, batch size and eval-every must be positive".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(TrainError::Invalid(format!(
+                "label smoothing must be in [0, 1), not {}",
+                self.label_smoothing
+            )));
+        }
+        if !(0.0..1.0).contains(&self.adam_beta2) {
+            return Err(TrainError::Invalid(format!(
+                "adam beta2 must be in [0, 1), not {}",
+                self.adam_beta2
+            )));
+        }
+        if self.label_smoothing > 0.0 && self.negatives > 0 {
+            return Err(TrainError::Invalid(
+                "label smoothing applies to the full softmax only: drop --negatives or --label-smoothing"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The defaults for `architecture` on `dataset`: [`Default`]'s settings, except where
     /// another value scored better on validation (README, "Defaults"). SASRec on ml-100k
     /// overfits with dropout 0.1 and gains from the older windows of long histories: dropout
@@ -206,5 +244,45 @@ mod tests {
         }
         let old: TrainOptions = serde_json::from_value(saved).unwrap();
         assert_eq!(old.loss_weighting, LossWeighting::Batch);
+    }
+
+    /// Settings no run can use are refused with the setting's name; runs saved before
+    /// `adam_beta2` existed read back with AdamW's usual 0.999.
+    #[test]
+    fn unusable_settings_are_refused_by_name_and_old_runs_read_back_beta2() {
+        assert!(TrainOptions::default().check().is_ok());
+        let refused = |opts: TrainOptions| match opts.check() {
+            Err(e) => e.to_string(),
+            Ok(()) => String::from("accepted"),
+        };
+        for beta2 in [1.0, -0.1, f64::NAN] {
+            let message = refused(TrainOptions {
+                adam_beta2: beta2,
+                ..TrainOptions::default()
+            });
+            assert!(message.contains("adam beta2"), "{beta2}: {message}");
+        }
+        let message = refused(TrainOptions {
+            label_smoothing: 1.0,
+            ..TrainOptions::default()
+        });
+        assert!(message.contains("label smoothing"), "{message}");
+        let message = refused(TrainOptions {
+            batch_size: 0,
+            ..TrainOptions::default()
+        });
+        assert!(message.contains("batch size"), "{message}");
+
+        let mut saved = serde_json::to_value(TrainOptions {
+            adam_beta2: 0.98,
+            ..TrainOptions::default()
+        })
+        .unwrap();
+        assert_eq!(saved["adam_beta2"], 0.98);
+        if let Some(fields) = saved.as_object_mut() {
+            fields.remove("adam_beta2");
+        }
+        let old: TrainOptions = serde_json::from_value(saved).unwrap();
+        assert_eq!(old.adam_beta2, 0.999);
     }
 }

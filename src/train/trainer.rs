@@ -50,6 +50,7 @@ pub fn train_with_progress(
     opts: &TrainOptions,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<TrainReport, TrainError> {
+    opts.check()?;
     let path = opts.database_root.join(format!("{}.db", opts.dataset));
     let catalogue = Catalogue::open(&path)?;
     let interactions = catalogue.interactions(opts.data.min_rating)?;
@@ -70,23 +71,7 @@ pub fn train_on_dataset(
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<TrainReport, TrainError> {
     let started = Instant::now();
-    if opts.epochs == 0 || opts.batch_size == 0 || opts.eval_every == 0 {
-        return Err(TrainError::Invalid(
-            "epochs, batch size and eval-every must be positive".into(),
-        ));
-    }
-    if !(0.0..1.0).contains(&opts.label_smoothing) {
-        return Err(TrainError::Invalid(format!(
-            "label smoothing must be in [0, 1), not {}",
-            opts.label_smoothing
-        )));
-    }
-    if opts.label_smoothing > 0.0 && opts.negatives > 0 {
-        return Err(TrainError::Invalid(
-            "label smoothing applies to the full softmax only: drop --negatives or --label-smoothing"
-                .into(),
-        ));
-    }
+    opts.check()?;
     let split = leave_one_out(dataset);
     if split.is_empty() {
         return Err(TrainError::Invalid(
@@ -159,6 +144,7 @@ pub fn train_on_dataset(
         ParamsAdamW {
             lr: opts.lr,
             weight_decay: opts.weight_decay,
+            beta2: opts.adam_beta2,
             ..ParamsAdamW::default()
         },
     )?;
@@ -167,6 +153,7 @@ pub fn train_on_dataset(
         ParamsAdamW {
             lr: opts.lr,
             weight_decay: 0.0,
+            beta2: opts.adam_beta2,
             ..ParamsAdamW::default()
         },
     )?;
