@@ -263,11 +263,6 @@ mod tests {
             assert!(message.contains("adam beta2"), "{beta2}: {message}");
         }
         let message = refused(TrainOptions {
-            label_smoothing: 1.0,
-            ..TrainOptions::default()
-        });
-        assert!(message.contains("label smoothing"), "{message}");
-        let message = refused(TrainOptions {
             batch_size: 0,
             ..TrainOptions::default()
         });

@@ -40,6 +40,23 @@ pub struct EpochRecord {
     pub lr: f64,
 }
 
+/// AdamW for the matrices (with weight decay) and AdamW for the vectors (biases, norms: without),
+/// both at `opts`' learning rate and beta2.
+fn optimizers(vars: &[Var], opts: &TrainOptions) -> candle_core::Result<[AdamW; 2]> {
+    let (matrices, vectors): (Vec<Var>, Vec<Var>) =
+        vars.iter().cloned().partition(|v| v.rank() >= 2);
+    let params = |weight_decay| ParamsAdamW {
+        lr: opts.lr,
+        weight_decay,
+        beta2: opts.adam_beta2,
+        ..ParamsAdamW::default()
+    };
+    Ok([
+        AdamW::new(matrices, params(opts.weight_decay))?,
+        AdamW::new(vectors, params(0.0))?,
+    ])
+}
+
 /// Trains on the catalogue `<database_root>/<dataset>.db`.
 pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     train_with_progress(opts, &mut |_| {})
@@ -61,7 +78,7 @@ pub fn train_with_progress(
         interactions = interactions.len(),
         "dataset built"
     );
-    train_on_dataset(opts, &dataset, on_epoch)
+    fit(opts, &dataset, on_epoch)
 }
 
 /// Trains on an already built dataset (the catalogue is not read).
@@ -70,8 +87,17 @@ pub fn train_on_dataset(
     dataset: &Dataset,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<TrainReport, TrainError> {
-    let started = Instant::now();
     opts.check()?;
+    fit(opts, dataset, on_epoch)
+}
+
+/// The training run itself, on settings [`TrainOptions::check`] accepted.
+fn fit(
+    opts: &TrainOptions,
+    dataset: &Dataset,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<TrainReport, TrainError> {
+    let started = Instant::now();
     let split = leave_one_out(dataset);
     if split.is_empty() {
         return Err(TrainError::Invalid(
@@ -137,26 +163,7 @@ pub fn train_on_dataset(
     };
 
     let vars = varmap.all_vars();
-    let (matrices, vectors): (Vec<Var>, Vec<Var>) =
-        vars.iter().cloned().partition(|v| v.rank() >= 2);
-    let mut opt_decay = AdamW::new(
-        matrices,
-        ParamsAdamW {
-            lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            beta2: opts.adam_beta2,
-            ..ParamsAdamW::default()
-        },
-    )?;
-    let mut opt_plain = AdamW::new(
-        vectors,
-        ParamsAdamW {
-            lr: opts.lr,
-            weight_decay: 0.0,
-            beta2: opts.adam_beta2,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let [mut opt_decay, mut opt_plain] = optimizers(&vars, opts)?;
 
     let samples = training_sequences(&split, &model_cfg, opts.sliding_step);
     if samples.is_empty() {
@@ -638,7 +645,7 @@ fn append_line(path: &Path, record: &EpochRecord) -> Result<(), TrainError> {
 #[cfg(test)]
 mod tests {
     use super::{
-        DropoutRng, SHARDS, StepWeights, batch_loss, length_bucketed_batches,
+        DropoutRng, SHARDS, StepWeights, batch_loss, length_bucketed_batches, optimizers,
         scale_and_clip_gradients, schedule, sharded_loss_and_gradients,
     };
     use crate::model::{Architecture, ModelConfig, SeqModel, reinitialise};
@@ -702,6 +709,26 @@ mod tests {
         assert!(
             sharded_loss_and_gradients(&model, &[], &vars, None, 0.0, &mut rngs, &pools).is_err()
         );
+        Ok(())
+    }
+
+    /// Weight decay reaches the matrices only; the learning rate and beta2 reach both groups.
+    #[test]
+    fn optimizers_carry_the_runs_settings() -> candle_core::Result<()> {
+        let vars = [
+            candle_core::Var::zeros((3, 4), DType::F32, &Device::Cpu)?,
+            candle_core::Var::zeros(4, DType::F32, &Device::Cpu)?,
+        ];
+        let opts = crate::train::TrainOptions {
+            lr: 3e-4,
+            weight_decay: 0.05,
+            adam_beta2: 0.98,
+            ..crate::train::TrainOptions::default()
+        };
+        let [decay, plain] = optimizers(&vars, &opts)?;
+        let (d, p) = (decay.params(), plain.params());
+        assert_eq!((d.lr, d.weight_decay, d.beta2), (3e-4, 0.05, 0.98));
+        assert_eq!((p.lr, p.weight_decay, p.beta2), (3e-4, 0.0, 0.98));
         Ok(())
     }
 
