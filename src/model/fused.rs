@@ -10,6 +10,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use super::gelu_kernel;
+
 /// The contiguous `f32` data of `layout` in `storage`, and its last dimension.
 fn rows<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<(&'a [f32], usize)> {
     let CpuStorage::F32(data) = storage else {
@@ -303,15 +305,11 @@ pub(crate) fn add_row(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
     xs.contiguous()?.apply_op2(&bias.contiguous()?, AddRow)
 }
 
-/// GELU with the exact error function, `x Φ(x) = x (1 + erf(x / √2)) / 2`, elementwise: the
-/// same values as candle's `gelu_erf` (the same `erff`), but split over the rayon pool on large
-/// inputs, and a backward pass of one pass instead of candle's dozen tensor ops.
+/// GELU with the exact error function, `x Φ(x) = x (1 + erf(x / √2)) / 2`, elementwise: within
+/// 3e-7 of candle's `gelu_erf` in Φ, but branch-free and vectorized (see [`gelu_kernel`]), split
+/// over the rayon pool on large inputs, and with a backward pass of one pass instead of
+/// candle's dozen tensor ops.
 struct Gelu;
-
-/// `Φ(x)`, the standard normal distribution function.
-fn normal_cdf(x: f32) -> f32 {
-    (libm::erff(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
-}
 
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
@@ -320,25 +318,15 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (data, width) = rows(storage, layout, self.name())?;
-        let out = map_rows(data, width, |row, dst| {
-            for (d, &x) in dst.iter_mut().zip(row) {
-                *d = x * normal_cdf(x);
-            }
-        });
+        let out = map_rows(data, width, gelu_kernel::gelu_forward);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     /// `dx = g ⊙ (Φ(x) + x φ(x))`, with `φ` the standard normal density.
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
         let grad = with_rows(arg, self.name(), |x, width| {
             with_rows(grad_res, self.name(), |g, _| {
-                Ok(map_row_pairs(x, g, width, |xr, gr, dst| {
-                    for ((d, &x), &g) in dst.iter_mut().zip(xr).zip(gr) {
-                        let density = (-0.5 * x * x).exp() * inv_sqrt_2pi;
-                        *d = g * (normal_cdf(x) + x * density);
-                    }
-                }))
+                Ok(map_row_pairs(x, g, width, gelu_kernel::gelu_backward))
             })
         })?;
         Ok(Some(Tensor::from_vec(grad, arg.shape(), arg.device())?))
@@ -403,11 +391,14 @@ mod tests {
     #[test]
     fn gelu_matches_candle_in_value_and_gradient() -> Result<()> {
         agree(gelu, |x| x.gelu_erf())?;
-        // Split over threads, the values are candle's exactly (the same erf).
+        // Split over threads, the values stay within 1e-6 of candle's.
         let x = input(PARALLEL_ELEMENTS / 64 + 3, 64)?;
         let ours = gelu(x.as_tensor())?.flatten_all()?.to_vec1::<f32>()?;
         let theirs = x.as_tensor().gelu_erf()?.flatten_all()?.to_vec1::<f32>()?;
-        assert_eq!(ours, theirs);
+        assert_eq!(ours.len(), theirs.len());
+        for (p, q) in ours.iter().zip(&theirs) {
+            assert!((p - q).abs() <= 1e-6 * q.abs().max(1.0), "{p} vs {q}");
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod checkpoint;
 mod config;
 mod dropout;
 mod fused;
+mod gelu_kernel;
 mod layers;
 pub mod loss;
 mod matmul;
