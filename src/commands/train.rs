@@ -47,10 +47,6 @@ pub struct TrainArgs {
     /// only their last item (false) (BERT4Rec).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub last_item_cut: bool,
-    /// Extra samples per sequence and epoch, cut at a random length with only their last item
-    /// masked, so that the context is whole as at inference (BERT4Rec).
-    #[arg(long, default_value_t = 0)]
-    pub next_item_samples: usize,
     /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -129,7 +125,6 @@ impl TrainArgs {
             mask_prob: self.mask_prob,
             last_item_prob: self.last_item_prob,
             last_item_cut: self.last_item_cut,
-            next_item_samples: self.next_item_samples,
             lr: self.lr,
             weight_decay: self.weight_decay,
             adam_beta2: self.adam_beta2,

@@ -66,9 +66,6 @@ pub struct Cloze {
     /// different one each time) and keep their random masks; otherwise only their last item
     /// is masked.
     pub last_item_cut: bool,
-    /// Extra samples per sequence and epoch, each the sequence cut at a random length of at
-    /// least two with only its new last item masked: the left context whole, as at inference.
-    pub next_item_samples: usize,
 }
 
 /// Which items of a [`ClozeSample`] are masked.
@@ -92,17 +89,15 @@ pub struct ClozeSample<'a> {
 /// Draws an epoch's cloze samples, one per sequence. A fraction `last_item_prob` of the
 /// sequences must predict their last item, which trains next-item prediction directly: either
 /// only that item is masked, or (`last_item_cut`) the sequence is cut at a random length and
-/// its new last item is masked besides the random masks. Then `next_item_samples` cuts of each
-/// sequence of two items or more, masked at their last item only. Drawn before batching, so
-/// that cut sequences are batched with others of their new length (less padding).
+/// its new last item is masked besides the random masks. Drawn before batching, so that cut
+/// sequences are batched with others of their new length (less padding).
 pub fn cloze_samples<'a, R: Rng>(
     seqs: &'a [Vec<u32>],
     cloze: &Cloze,
     rng: &mut R,
 ) -> Vec<ClozeSample<'a>> {
     let last_item_prob = cloze.last_item_prob.clamp(0.0, 1.0);
-    let mut drawn: Vec<ClozeSample<'a>> = seqs
-        .iter()
+    seqs.iter()
         .map(|s| {
             let last = !s.is_empty() && rng.random_bool(last_item_prob);
             match (last, cloze.last_item_cut) {
@@ -120,16 +115,7 @@ pub fn cloze_samples<'a, R: Rng>(
                 },
             }
         })
-        .collect();
-    for s in seqs.iter().filter(|s| s.len() >= 2) {
-        for _ in 0..cloze.next_item_samples {
-            drawn.push(ClozeSample {
-                items: &s[..rng.random_range(2..=s.len())],
-                masking: Masking::LastOnly,
-            });
-        }
-    }
-    drawn
+        .collect()
 }
 
 /// A cloze batch: the items of each sample (drawn by [`cloze_samples`] with the same `cloze`)
@@ -266,7 +252,6 @@ mod tests {
             mask_prob: 0.0,
             last_item_prob: 0.0,
             last_item_cut: false,
-            next_item_samples: 0,
         };
         let batch = cloze_batch(&[random(&a), random(&b)], &c, &plain, &mut rng).unwrap();
         assert_eq!(batch.count, 2);
@@ -305,7 +290,6 @@ mod tests {
             mask_prob: 0.2,
             last_item_prob: 0.25,
             last_item_cut: false,
-            next_item_samples: 0,
         };
         let drawn = cloze_samples(&seqs, &plain, &mut rng);
         let last = drawn
@@ -335,41 +319,6 @@ mod tests {
     }
 
     #[test]
-    fn next_item_samples_are_clean_cuts_of_two_items_or_more() {
-        let c = cfg(Architecture::Bert4Rec, 20);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let seqs: Vec<Vec<u32>> = vec![vec![7], (0..20).collect(), (40..45).collect()];
-        let cloze = Cloze {
-            mask_prob: 0.5,
-            last_item_prob: 0.0,
-            last_item_cut: true,
-            next_item_samples: 3,
-        };
-        let drawn = cloze_samples(&seqs, &cloze, &mut rng);
-        // One cloze sample per sequence, then three cuts of each sequence that has a context.
-        assert_eq!(drawn.len(), 3 + 2 * 3);
-        assert!(drawn[..3].iter().all(|s| s.masking == Masking::Random));
-        let mut lengths = std::collections::BTreeSet::new();
-        for s in &drawn[3..] {
-            assert_eq!(s.masking, Masking::LastOnly);
-            assert!(s.items.len() >= 2);
-            assert!(seqs.iter().any(|q| q.starts_with(s.items)));
-            lengths.insert(s.items.len());
-            let batch = cloze_batch(&[*s], &c, &cloze, &mut rng).unwrap();
-            let ids = batch.ids.to_vec2::<u32>().unwrap().remove(0);
-            let n = s.items.len();
-            // Only the last item is masked, whatever mask_prob says.
-            assert_eq!(&ids[..n - 1], &s.items[..n - 1]);
-            assert_eq!(ids[n - 1], c.mask());
-            assert_eq!(
-                batch.targets.to_vec1::<u32>().unwrap(),
-                vec![s.items[n - 1]]
-            );
-        }
-        assert!(lengths.len() > 2, "cuts vary: {lengths:?}");
-    }
-
-    #[test]
     fn cut_sequences_end_at_a_masked_item_of_varying_position() {
         let c = cfg(Architecture::Bert4Rec, 20);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
@@ -378,7 +327,6 @@ mod tests {
             mask_prob: 0.2,
             last_item_prob: 1.0,
             last_item_cut: true,
-            next_item_samples: 0,
         };
         let mut ends = std::collections::BTreeSet::new();
         let mut most_targets = 0;

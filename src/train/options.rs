@@ -32,10 +32,6 @@ pub struct TrainOptions {
     /// only their last item (BERT4Rec).
     #[serde(default)]
     pub last_item_cut: bool,
-    /// Extra samples per sequence and epoch, cut at a random length and masked at their last
-    /// item only (BERT4Rec).
-    #[serde(default)]
-    pub next_item_samples: usize,
     pub lr: f64,
     pub weight_decay: f64,
     /// AdamW's second-moment decay (beta2).
@@ -94,7 +90,6 @@ impl Default for TrainOptions {
             mask_prob: 0.2,
             last_item_prob: 0.5,
             last_item_cut: true,
-            next_item_samples: 0,
             lr: 1e-3,
             weight_decay: 0.01,
             adam_beta2: default_adam_beta2(),

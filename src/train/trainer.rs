@@ -174,15 +174,8 @@ fn fit(
         mask_prob: opts.mask_prob,
         last_item_prob: opts.last_item_prob,
         last_item_cut: opts.last_item_cut,
-        next_item_samples: opts.next_item_samples,
     };
-    let per_epoch = match model_cfg.architecture {
-        Architecture::Bert4Rec => {
-            samples.len() + opts.next_item_samples * samples.iter().filter(|s| s.len() >= 2).count()
-        }
-        Architecture::SasRec => samples.len(),
-    };
-    let steps_per_epoch = per_epoch.div_ceil(opts.batch_size);
+    let steps_per_epoch = samples.len().div_ceil(opts.batch_size);
     let mut total_steps = steps_per_epoch * opts.epochs;
     let mut step = steps_per_epoch * (start_epoch - 1);
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(start_epoch as u64));
@@ -310,7 +303,7 @@ fn fit(
             valid_hr10: None,
             valid_ndcg10: None,
             seconds: 0.0,
-            seq_per_sec: (batches * opts.batch_size).min(per_epoch) as f64 / train_secs,
+            seq_per_sec: (batches * opts.batch_size).min(samples.len()) as f64 / train_secs,
             lr,
         };
         let mut stop = false;
