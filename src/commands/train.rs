@@ -53,6 +53,9 @@ pub struct TrainArgs {
     /// AdamW weight decay (matrices only).
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
+    /// AdamW's first-moment decay (beta1).
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
     /// AdamW's second-moment decay (beta2).
     #[arg(long, default_value_t = 0.999)]
     pub adam_beta2: f64,
@@ -127,6 +130,7 @@ impl TrainArgs {
             last_item_cut: self.last_item_cut,
             lr: self.lr,
             weight_decay: self.weight_decay,
+            adam_beta1: self.adam_beta1,
             adam_beta2: self.adam_beta2,
             warmup_steps: self.warmup_steps,
             clip_norm: self.clip_norm,

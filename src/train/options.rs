@@ -34,6 +34,9 @@ pub struct TrainOptions {
     pub last_item_cut: bool,
     pub lr: f64,
     pub weight_decay: f64,
+    /// AdamW's first-moment decay (beta1).
+    #[serde(default = "default_adam_beta1")]
+    pub adam_beta1: f64,
     /// AdamW's second-moment decay (beta2).
     #[serde(default = "default_adam_beta2")]
     pub adam_beta2: f64,
@@ -70,6 +73,11 @@ pub struct TrainOptions {
     pub progress: bool,
 }
 
+/// AdamW's usual beta1, also what runs recorded before the option trained with.
+fn default_adam_beta1() -> f64 {
+    0.9
+}
+
 /// AdamW's usual beta2, also what runs recorded before the option trained with.
 fn default_adam_beta2() -> f64 {
     0.999
@@ -92,6 +100,7 @@ impl Default for TrainOptions {
             last_item_cut: true,
             lr: 1e-3,
             weight_decay: 0.01,
+            adam_beta1: default_adam_beta1(),
             adam_beta2: default_adam_beta2(),
             warmup_steps: 100,
             clip_norm: 5.0,
@@ -124,6 +133,12 @@ impl TrainOptions {
             return Err(TrainError::Invalid(format!(
                 "label smoothing must be in [0, 1), not {}",
                 self.label_smoothing
+            )));
+        }
+        if !(0.0..1.0).contains(&self.adam_beta1) {
+            return Err(TrainError::Invalid(format!(
+                "adam beta1 must be in [0, 1), not {}",
+                self.adam_beta1
             )));
         }
         if !(0.0..1.0).contains(&self.adam_beta2) {
@@ -247,9 +262,9 @@ mod tests {
     }
 
     /// Settings no run can use are refused with the setting's name; runs saved before
-    /// `adam_beta2` existed read back with AdamW's usual 0.999.
+    /// `adam_beta1` and `adam_beta2` existed read back with AdamW's usual 0.9 and 0.999.
     #[test]
-    fn unusable_settings_are_refused_by_name_and_old_runs_read_back_beta2() {
+    fn unusable_settings_are_refused_by_name_and_old_runs_read_back_the_betas() {
         assert!(TrainOptions::default().check().is_ok());
         let refused = |opts: TrainOptions| match opts.check() {
             Err(e) => e.to_string(),
@@ -261,6 +276,11 @@ mod tests {
                 ..TrainOptions::default()
             });
             assert!(message.contains("adam beta2"), "{beta2}: {message}");
+            let message = refused(TrainOptions {
+                adam_beta1: beta2,
+                ..TrainOptions::default()
+            });
+            assert!(message.contains("adam beta1"), "{beta2}: {message}");
         }
         let message = refused(TrainOptions {
             batch_size: 0,
@@ -269,15 +289,20 @@ mod tests {
         assert!(message.contains("batch size"), "{message}");
 
         let mut saved = serde_json::to_value(TrainOptions {
+            adam_beta1: 0.8,
             adam_beta2: 0.98,
             ..TrainOptions::default()
         })
         .unwrap();
-        assert_eq!(saved["adam_beta2"], 0.98);
+        assert_eq!(
+            (&saved["adam_beta1"], &saved["adam_beta2"]),
+            (&0.8.into(), &0.98.into())
+        );
         if let Some(fields) = saved.as_object_mut() {
+            fields.remove("adam_beta1");
             fields.remove("adam_beta2");
         }
         let old: TrainOptions = serde_json::from_value(saved).unwrap();
-        assert_eq!(old.adam_beta2, 0.999);
+        assert_eq!((old.adam_beta1, old.adam_beta2), (0.9, 0.999));
     }
 }

@@ -41,13 +41,14 @@ pub struct EpochRecord {
 }
 
 /// AdamW for the matrices (with weight decay) and AdamW for the vectors (biases, norms: without),
-/// both at `opts`' learning rate and beta2.
+/// both at `opts`' learning rate and betas.
 fn optimizers(vars: &[Var], opts: &TrainOptions) -> candle_core::Result<[AdamW; 2]> {
     let (matrices, vectors): (Vec<Var>, Vec<Var>) =
         vars.iter().cloned().partition(|v| v.rank() >= 2);
     let params = |weight_decay| ParamsAdamW {
         lr: opts.lr,
         weight_decay,
+        beta1: opts.adam_beta1,
         beta2: opts.adam_beta2,
         ..ParamsAdamW::default()
     };
@@ -712,7 +713,7 @@ mod tests {
         Ok(())
     }
 
-    /// Weight decay reaches the matrices only; the learning rate and beta2 reach both groups.
+    /// Weight decay reaches the matrices only; the learning rate and betas reach both groups.
     #[test]
     fn optimizers_carry_the_runs_settings() -> candle_core::Result<()> {
         let vars = [
@@ -722,13 +723,20 @@ mod tests {
         let opts = crate::train::TrainOptions {
             lr: 3e-4,
             weight_decay: 0.05,
+            adam_beta1: 0.8,
             adam_beta2: 0.98,
             ..crate::train::TrainOptions::default()
         };
         let [decay, plain] = optimizers(&vars, &opts)?;
         let (d, p) = (decay.params(), plain.params());
-        assert_eq!((d.lr, d.weight_decay, d.beta2), (3e-4, 0.05, 0.98));
-        assert_eq!((p.lr, p.weight_decay, p.beta2), (3e-4, 0.0, 0.98));
+        assert_eq!(
+            (d.lr, d.weight_decay, d.beta1, d.beta2),
+            (3e-4, 0.05, 0.8, 0.98)
+        );
+        assert_eq!(
+            (p.lr, p.weight_decay, p.beta1, p.beta2),
+            (3e-4, 0.0, 0.8, 0.98)
+        );
         Ok(())
     }
 
