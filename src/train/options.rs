@@ -135,17 +135,12 @@ impl TrainOptions {
                 self.label_smoothing
             )));
         }
-        if !(0.0..1.0).contains(&self.adam_beta1) {
-            return Err(TrainError::Invalid(format!(
-                "adam beta1 must be in [0, 1), not {}",
-                self.adam_beta1
-            )));
-        }
-        if !(0.0..1.0).contains(&self.adam_beta2) {
-            return Err(TrainError::Invalid(format!(
-                "adam beta2 must be in [0, 1), not {}",
-                self.adam_beta2
-            )));
+        for (name, beta) in [("beta1", self.adam_beta1), ("beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(TrainError::Invalid(format!(
+                    "adam {name} must be in [0, 1), not {beta}"
+                )));
+            }
         }
         if self.label_smoothing > 0.0 && self.negatives > 0 {
             return Err(TrainError::Invalid(
@@ -270,17 +265,17 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(()) => String::from("accepted"),
         };
-        for beta2 in [1.0, -0.1, f64::NAN] {
+        for bad in [1.0, -0.1, f64::NAN] {
             let message = refused(TrainOptions {
-                adam_beta2: beta2,
+                adam_beta2: bad,
                 ..TrainOptions::default()
             });
-            assert!(message.contains("adam beta2"), "{beta2}: {message}");
+            assert!(message.contains("adam beta2"), "{bad}: {message}");
             let message = refused(TrainOptions {
-                adam_beta1: beta2,
+                adam_beta1: bad,
                 ..TrainOptions::default()
             });
-            assert!(message.contains("adam beta1"), "{beta2}: {message}");
+            assert!(message.contains("adam beta1"), "{bad}: {message}");
         }
         let message = refused(TrainOptions {
             batch_size: 0,
