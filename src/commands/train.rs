@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use movierec::config::{CatalogueSettings, CheckpointSettings};
 use movierec::model::Architecture;
 use movierec::model::checkpoint::DataSettings;
-use movierec::train::{LossWeighting, TrainOptions, train};
+use movierec::train::{ItemInit, LossWeighting, TrainOptions, train};
 
 /// Arguments of `movierec train`. Defaults are the tuned ones (see the README); those that
 /// depend on the model and dataset are options, filled in by [`TrainOptions::tuned`].
@@ -93,6 +93,11 @@ pub struct TrainArgs {
     /// ml-100k: token].
     #[arg(long, value_enum)]
     pub loss_weighting: Option<LossWeighting>,
+    /// Where the item embeddings start: `random`, or `cooccurrence` (the leading eigenvectors
+    /// of the training sequences' co-occurrence counts of items at most three apart) [default:
+    /// random; BERT4Rec on ml-latest-small: cooccurrence].
+    #[arg(long, value_enum)]
+    pub item_init: Option<ItemInit>,
     /// Stop after this many seconds of wall-clock time, keeping the best checkpoint.
     #[arg(long)]
     pub time_budget_secs: Option<u64>,
@@ -143,6 +148,7 @@ impl TrainArgs {
             sliding_step: self.sliding_step.unwrap_or(tuned.sliding_step),
             label_smoothing: self.label_smoothing,
             loss_weighting: self.loss_weighting.unwrap_or(tuned.loss_weighting),
+            item_init: self.item_init.unwrap_or(tuned.item_init),
             time_budget_secs: self.time_budget_secs,
             resume: self.resume,
             data: DataSettings {
@@ -163,6 +169,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         dropout = %opts.dropout,
         sliding_step = opts.sliding_step,
         loss_weighting = ?opts.loss_weighting,
+        item_init = ?opts.item_init,
         "training settings"
     );
     let report = train(&opts)?;
@@ -187,7 +194,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 mod tests {
     use clap::Parser;
 
-    use super::{LossWeighting, TrainArgs};
+    use super::{ItemInit, LossWeighting, TrainArgs};
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -224,5 +231,11 @@ mod tests {
         assert_eq!(batch.loss_weighting, LossWeighting::Batch);
         let small = options(&["--version", "ml-latest-small"]);
         assert_eq!(small.loss_weighting, LossWeighting::Batch);
+        assert_eq!(small.item_init, ItemInit::Cooccurrence);
+        assert_eq!(bert.item_init, ItemInit::Random);
+        let sasrec_small = options(&["--model", "sasrec", "--version", "ml-latest-small"]);
+        assert_eq!(sasrec_small.item_init, ItemInit::Random);
+        let random = options(&["--version", "ml-latest-small", "--item-init", "random"]);
+        assert_eq!(random.item_init, ItemInit::Random);
     }
 }

@@ -20,6 +20,9 @@ use super::{ModelConfig, ModelError};
 /// The additive value that switches a key off in attention.
 const MASKED: f64 = -1e9;
 
+/// The parameter name of the item-embedding table (movies, then padding and [MASK]).
+pub const ITEM_EMBEDDINGS: &str = "embeddings.items";
+
 /// Smallest batch that [`SeqModel::score_histories_against`] splits over the rayon threads.
 const SPLIT_BATCH: usize = 8;
 

@@ -4,12 +4,14 @@
 pub mod batch;
 pub mod data;
 pub mod evaluate;
+pub mod item_init;
 pub mod metrics;
 mod options;
 pub mod plot;
 pub mod report;
 mod trainer;
 
+pub use item_init::ItemInit;
 pub use options::{LossWeighting, TrainOptions, TrainReport};
 pub use trainer::{EpochRecord, train, train_on_dataset, train_with_progress};
 

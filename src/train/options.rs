@@ -8,6 +8,7 @@ use crate::config::MovieLensVersion;
 use crate::model::Architecture;
 use crate::model::checkpoint::DataSettings;
 use crate::train::TrainError;
+use crate::train::item_init::ItemInit;
 
 /// Settings of one training run. [`TrainOptions::tuned`] gives the defaults that scored best on
 /// validation for a model and dataset (see the README); [`Default`] is BERT4Rec's on ml-100k.
@@ -64,6 +65,9 @@ pub struct TrainOptions {
     /// How the loss positions of one step weigh against those of another.
     #[serde(default = "LossWeighting::before_the_option")]
     pub loss_weighting: LossWeighting,
+    /// Where the item embeddings start.
+    #[serde(default = "ItemInit::before_the_option")]
+    pub item_init: ItemInit,
     /// Wall-clock budget in seconds; training stops (keeping the best checkpoint) when spent.
     pub time_budget_secs: Option<u64>,
     /// Continue from this checkpoint's weights and epoch.
@@ -113,6 +117,7 @@ impl Default for TrainOptions {
             sliding_step: 0,
             label_smoothing: 0.0,
             loss_weighting: LossWeighting::Batch,
+            item_init: ItemInit::Random,
             time_budget_secs: None,
             resume: None,
             data: DataSettings::default(),
@@ -155,7 +160,8 @@ impl TrainOptions {
     /// another value scored better on validation (README, "Defaults"). SASRec on ml-100k
     /// overfits with dropout 0.1 and gains from the older windows of long histories: dropout
     /// 0.3 and `sliding_step` 200. On ml-100k both models score higher with every loss
-    /// position weighing the same ([`LossWeighting::Token`]).
+    /// position weighing the same ([`LossWeighting::Token`]). BERT4Rec on ml-latest-small starts
+    /// its item embeddings from the training sequences' co-occurrences ([`ItemInit`]).
     pub fn tuned(architecture: Architecture, dataset: MovieLensVersion) -> Self {
         let mut opts = Self {
             architecture,
@@ -164,6 +170,9 @@ impl TrainOptions {
         };
         if dataset == MovieLensVersion::Ml100k {
             opts.loss_weighting = LossWeighting::Token;
+        }
+        if (architecture, dataset) == (Architecture::Bert4Rec, MovieLensVersion::LatestSmall) {
+            opts.item_init = ItemInit::Cooccurrence;
         }
         if (architecture, dataset) == (Architecture::SasRec, MovieLensVersion::Ml100k) {
             opts.dropout = 0.3;
@@ -240,6 +249,11 @@ mod tests {
             assert_eq!(opts.mask_prob, common.mask_prob);
             assert_eq!(opts.loss_weighting, LossWeighting::Batch);
         }
+        assert_eq!(bert.item_init, ItemInit::Random);
+        assert_eq!(sasrec.item_init, ItemInit::Random);
+        let small = |arch| TrainOptions::tuned(arch, MovieLensVersion::LatestSmall).item_init;
+        assert_eq!(small(Architecture::Bert4Rec), ItemInit::Cooccurrence);
+        assert_eq!(small(Architecture::SasRec), ItemInit::Random);
     }
 
     /// Checkpoints saved before `loss_weighting` existed were trained with batch weighting and
@@ -254,6 +268,22 @@ mod tests {
         }
         let old: TrainOptions = serde_json::from_value(saved).unwrap();
         assert_eq!(old.loss_weighting, LossWeighting::Batch);
+    }
+
+    /// Checkpoints saved before `item_init` existed started from random item embeddings and say
+    /// so when read back; the field round-trips by name.
+    #[test]
+    fn options_without_an_item_init_read_back_as_random() {
+        let tuned = TrainOptions::tuned(Architecture::Bert4Rec, MovieLensVersion::LatestSmall);
+        let mut saved = serde_json::to_value(tuned).unwrap();
+        assert_eq!(saved["item_init"], "cooccurrence");
+        let back: TrainOptions = serde_json::from_value(saved.clone()).unwrap();
+        assert_eq!(back.item_init, ItemInit::Cooccurrence);
+        if let Some(fields) = saved.as_object_mut() {
+            fields.remove("item_init");
+        }
+        let old: TrainOptions = serde_json::from_value(saved).unwrap();
+        assert_eq!(old.item_init, ItemInit::Random);
     }
 
     /// Settings no run can use are refused with the setting's name; runs saved before

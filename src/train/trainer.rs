@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -18,12 +18,15 @@ use serde::{Deserialize, Serialize};
 use super::batch::{
     Batch, Cloze, ClozeSample, cloze_batch, cloze_samples, next_item_batch, training_sequences,
 };
-use super::data::{Dataset, build_dataset, leave_one_out, train_popularity};
+use super::data::{Dataset, SplitUser, build_dataset, leave_one_out, train_popularity};
 use super::evaluate::{Stage, cases, model_metrics};
+use super::item_init::{ItemInit, cooccurrence_embeddings};
 use super::{LossWeighting, TrainError, TrainOptions, TrainReport, plot};
 use crate::catalogue::Catalogue;
 use crate::model::checkpoint::{self, CheckpointConfig, WEIGHTS_FILE};
-use crate::model::{Architecture, DropoutRng, ModelConfig, SeqModel, reinitialise};
+use crate::model::{
+    Architecture, DropoutRng, ITEM_EMBEDDINGS, ModelConfig, SeqModel, reinitialise,
+};
 
 /// One epoch of a run, as written to `metrics.jsonl` (evaluated epochs) and plotted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +144,9 @@ fn fit(
         }
         _ => {
             reinitialise(&varmap, opts.seed)?;
+            if opts.item_init == ItemInit::Cooccurrence {
+                start_items_from_cooccurrences(&varmap, &split, &model_cfg, opts.seed)?;
+            }
             1
         }
     };
@@ -365,6 +371,39 @@ fn fit(
 /// across threads one by one: that is slower than one thread). Fixed rather than the thread
 /// count, so that a seed repeats a run whatever the machine.
 const SHARDS: usize = 2;
+
+/// Overwrites the movies' rows of the item embeddings with [`cooccurrence_embeddings`] of the
+/// training sequences; movies that co-occur with nothing, padding and [MASK] keep their draws.
+fn start_items_from_cooccurrences(
+    varmap: &VarMap,
+    split: &[SplitUser],
+    cfg: &ModelConfig,
+    seed: u64,
+) -> Result<(), TrainError> {
+    let (items, hidden) = (cfg.items, cfg.hidden);
+    let started = Instant::now();
+    let fitted = cooccurrence_embeddings(split, items, hidden, seed)?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Invalid("the parameter map lock is poisoned".into()))?;
+    let var = data
+        .get(ITEM_EMBEDDINGS)
+        .ok_or_else(|| TrainError::Invalid(format!("no parameter {ITEM_EMBEDDINGS}")))?;
+    let mut rows: Vec<f32> = var.flatten_all()?.to_vec1()?;
+    for (row, new) in rows.chunks_mut(hidden).zip(fitted.chunks(hidden)) {
+        if new.iter().any(|&x| x != 0.0) {
+            row.copy_from_slice(new);
+        }
+    }
+    var.set(&Tensor::from_vec(rows, var.shape(), &Device::Cpu)?)?;
+    tracing::info!(
+        items,
+        secs = started.elapsed().as_secs_f64(),
+        "item embeddings started from co-occurrences"
+    );
+    Ok(())
+}
 
 /// One single-thread pool per shard when the rayon pool has more than one thread; none (the
 /// shards then run one after the other) otherwise, or when a pool cannot be built.
@@ -648,10 +687,13 @@ mod tests {
     use super::{
         DropoutRng, SHARDS, StepWeights, batch_loss, length_bucketed_batches, optimizers,
         scale_and_clip_gradients, schedule, sharded_loss_and_gradients,
+        start_items_from_cooccurrences,
     };
-    use crate::model::{Architecture, ModelConfig, SeqModel, reinitialise};
+    use crate::model::{Architecture, ITEM_EMBEDDINGS, ModelConfig, SeqModel, reinitialise};
     use crate::train::LossWeighting;
     use crate::train::batch::next_item_batch;
+    use crate::train::data::SplitUser;
+    use crate::train::item_init::cooccurrence_embeddings;
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
 
@@ -710,6 +752,56 @@ mod tests {
         assert!(
             sharded_loss_and_gradients(&model, &[], &vars, None, 0.0, &mut rngs, &pools).is_err()
         );
+        Ok(())
+    }
+
+    /// The co-occurrence start overwrites the rows of the movies that co-occur in training and
+    /// keeps the random draws of the others, of padding and of [MASK].
+    #[test]
+    fn cooccurrence_start_replaces_only_the_rows_of_movies_seen_together()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let cfg = ModelConfig {
+            architecture: Architecture::Bert4Rec,
+            items: 10,
+            hidden: 4,
+            layers: 1,
+            heads: 2,
+            max_len: 8,
+            dropout: 0.0,
+        };
+        let varmap = VarMap::new();
+        SeqModel::load(
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            &cfg,
+        )?;
+        reinitialise(&varmap, 5)?;
+        let table = || -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error>> {
+            let data = varmap.data().lock().map_err(|e| e.to_string())?;
+            let var = data.get(ITEM_EMBEDDINGS).ok_or("no item embeddings")?;
+            Ok(var.to_vec2::<f32>()?)
+        };
+        let before = table()?;
+        // Movies 0-5 are watched together; 6-9 only as validation and test items.
+        let split: Vec<SplitUser> = (0..12u32)
+            .map(|u| SplitUser {
+                user_id: i64::from(u),
+                train: (0..6).map(|k| (k + u) % 6).collect(),
+                valid: 6 + u % 2,
+                test: 8 + u % 2,
+            })
+            .collect();
+        start_items_from_cooccurrences(&varmap, &split, &cfg, 9)?;
+        let after = table()?;
+        let expected = cooccurrence_embeddings(&split, cfg.items, cfg.hidden, 9)?;
+        assert_eq!(after.len(), cfg.vocab_size());
+        for (i, row) in after.iter().enumerate() {
+            if i < 6 {
+                assert_eq!(row[..], expected[i * 4..(i + 1) * 4], "movie {i}");
+                assert_ne!(row, &before[i], "movie {i}");
+            } else {
+                assert_eq!(row, &before[i], "row {i} keeps its draw");
+            }
+        }
         Ok(())
     }
 
