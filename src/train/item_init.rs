@@ -93,12 +93,8 @@ pub fn cooccurrence_embeddings(
     seed: u64,
 ) -> Result<Vec<f32>, TrainError> {
     let counts = cooccurrence_counts(split, items)?;
+    // Fewer items than columns: the columns past the items' count stay zero.
     let width = (hidden + OVERSAMPLING).min(items);
-    if width < hidden {
-        return Err(TrainError::Invalid(format!(
-            "{items} items cannot fill {hidden} embedding columns from their co-occurrences"
-        )));
-    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut range = Mat::<f64>::from_fn(items, width, |_, _| standard_normal(&mut rng));
     for _ in 0..POWER_ITERATIONS {
@@ -131,6 +127,9 @@ pub fn cooccurrence_embeddings(
     let values = eigen.S().column_vector();
     let vectors = eigen.U();
     let leading = Mat::<f64>::from_fn(width, hidden, |i, j| {
+        if j >= width {
+            return 0.0;
+        }
         let col = width - 1 - j;
         vectors[(i, col)] * values[col].max(0.0).sqrt()
     });
@@ -212,5 +211,25 @@ mod tests {
         let rms = (e.iter().map(|x| x * x).sum::<f32>() / e.len() as f32).sqrt();
         assert!((rms - INIT_STD as f32).abs() < 1e-4);
         Ok(())
+    }
+
+    #[test]
+    fn fewer_items_than_columns_leave_the_extra_columns_zero() -> Result<(), TrainError> {
+        let e = cooccurrence_embeddings(&[user(&[0, 1, 2, 0, 1, 2])], 3, 5, 1)?;
+        assert_eq!(e.len(), 15);
+        for row in e.chunks(5) {
+            assert_eq!(row[3..], [0.0, 0.0]);
+            assert!(row[..3].iter().any(|&x| x != 0.0));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sequences_without_pairs_are_refused() {
+        let message = match cooccurrence_embeddings(&[user(&[4])], 5, 2, 1) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::from("accepted"),
+        };
+        assert!(message.contains("no co-occurring items"), "{message}");
     }
 }
