@@ -16,7 +16,7 @@ mod vocab;
 
 pub use config::{Architecture, ModelConfig};
 pub use dropout::DropoutRng;
-pub use net::{ITEM_EMBEDDINGS, SeqModel, pad_left, reinitialise};
+pub use net::{ITEM_EMBEDDINGS, SeqModel, pad_left, reinitialise, standard_normal};
 pub use vocab::ItemVocab;
 
 use std::path::PathBuf;

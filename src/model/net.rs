@@ -341,7 +341,6 @@ pub fn pad_left(seqs: &[Vec<u32>], pad: u32, device: &Device) -> Result<Tensor> 
 /// 1-D `*weight` (layer-norm scales) to one, other 1-D tensors (biases) to zero, matrices
 /// from a normal with standard deviation 0.02 truncated at two deviations.
 pub fn reinitialise(varmap: &VarMap, seed: u64) -> Result<()> {
-    use rand::RngExt;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let data = varmap
         .data()
@@ -360,10 +359,8 @@ pub fn reinitialise(varmap: &VarMap, seed: u64) -> Result<()> {
             (0..n)
                 .map(|_| {
                     loop {
-                        // Box-Muller, truncated at two standard deviations.
-                        let u1: f64 = rng.random::<f64>().max(1e-12);
-                        let u2: f64 = rng.random::<f64>();
-                        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                        // Truncated at two standard deviations.
+                        let z = standard_normal(&mut rng);
                         if z.abs() <= 2.0 {
                             break (z * 0.02) as f32;
                         }
@@ -374,4 +371,12 @@ pub fn reinitialise(varmap: &VarMap, seed: u64) -> Result<()> {
         var.set(&Tensor::from_vec(values, shape, &Device::Cpu)?)?;
     }
     Ok(())
+}
+
+/// One draw of a standard normal from `rng` (Box-Muller).
+pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    use rand::RngExt;
+    let u1: f64 = rng.random::<f64>().max(1e-12);
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }

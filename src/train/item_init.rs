@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::data::SplitUser;
+use crate::model::standard_normal;
 
 /// Two items further apart than this in a sequence do not count as co-occurring.
 const MAX_DISTANCE: usize = 3;
@@ -150,14 +151,6 @@ pub fn cooccurrence_embeddings(
         .flat_map(|i| (0..hidden).map(move |j| (i, j)))
         .map(|(i, j)| (embeddings[(i, j)] * scale) as f32)
         .collect())
-}
-
-/// One draw of a standard normal (Box-Muller).
-fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
-    use rand::RngExt;
-    let u1: f64 = rng.random::<f64>().max(1e-12);
-    let u2: f64 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 #[cfg(test)]
