@@ -98,6 +98,13 @@ pub struct TrainArgs {
     /// random; BERT4Rec on ml-latest-small: cooccurrence].
     #[arg(long, value_enum)]
     pub item_init: Option<ItemInit>,
+    /// Validate and save an exponential moving average of the weights, with this decay per
+    /// step, instead of the last step's weights (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_average_decay: f64,
+    /// The item embeddings' learning rate as a multiple of `--lr`.
+    #[arg(long, default_value_t = 1.0)]
+    pub item_lr_scale: f64,
     /// Stop after this many seconds of wall-clock time, keeping the best checkpoint.
     #[arg(long)]
     pub time_budget_secs: Option<u64>,
@@ -149,6 +156,8 @@ impl TrainArgs {
             label_smoothing: self.label_smoothing,
             loss_weighting: self.loss_weighting.unwrap_or(tuned.loss_weighting),
             item_init: self.item_init.unwrap_or(tuned.item_init),
+            weight_average_decay: self.weight_average_decay,
+            item_lr_scale: self.item_lr_scale,
             time_budget_secs: self.time_budget_secs,
             resume: self.resume,
             data: DataSettings {
@@ -170,6 +179,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         sliding_step = opts.sliding_step,
         loss_weighting = ?opts.loss_weighting,
         item_init = ?opts.item_init,
+        weight_average_decay = opts.weight_average_decay,
+        item_lr_scale = opts.item_lr_scale,
         "training settings"
     );
     let report = train(&opts)?;

@@ -68,6 +68,13 @@ pub struct TrainOptions {
     /// Where the item embeddings start.
     #[serde(default = "ItemInit::before_the_option")]
     pub item_init: ItemInit,
+    /// Validate and save an exponential moving average of the weights with this decay per step
+    /// instead of the last step's weights (0: off).
+    #[serde(default)]
+    pub weight_average_decay: f64,
+    /// The item embeddings' learning rate as a multiple of `lr`.
+    #[serde(default = "default_item_lr_scale")]
+    pub item_lr_scale: f64,
     /// Wall-clock budget in seconds; training stops (keeping the best checkpoint) when spent.
     pub time_budget_secs: Option<u64>,
     /// Continue from this checkpoint's weights and epoch.
@@ -75,6 +82,11 @@ pub struct TrainOptions {
     pub data: DataSettings,
     /// Show an indicatif progress bar.
     pub progress: bool,
+}
+
+/// The item table learns at `lr`, also what runs recorded before the option trained with.
+fn default_item_lr_scale() -> f64 {
+    1.0
 }
 
 /// AdamW's usual beta1, also what runs recorded before the option trained with.
@@ -118,6 +130,8 @@ impl Default for TrainOptions {
             label_smoothing: 0.0,
             loss_weighting: LossWeighting::Batch,
             item_init: ItemInit::Random,
+            weight_average_decay: 0.0,
+            item_lr_scale: default_item_lr_scale(),
             time_budget_secs: None,
             resume: None,
             data: DataSettings::default(),
@@ -146,6 +160,18 @@ impl TrainOptions {
                     "adam {name} must be in [0, 1), not {beta}"
                 )));
             }
+        }
+        if !(0.0..1.0).contains(&self.weight_average_decay) {
+            return Err(TrainError::Invalid(format!(
+                "weight-average decay must be in [0, 1), not {}",
+                self.weight_average_decay
+            )));
+        }
+        if !(self.item_lr_scale > 0.0 && self.item_lr_scale.is_finite()) {
+            return Err(TrainError::Invalid(format!(
+                "item lr scale must be positive, not {}",
+                self.item_lr_scale
+            )));
         }
         if self.label_smoothing > 0.0 && self.negatives > 0 {
             return Err(TrainError::Invalid(
@@ -306,6 +332,18 @@ mod tests {
                 ..TrainOptions::default()
             });
             assert!(message.contains("adam beta1"), "{bad}: {message}");
+            let message = refused(TrainOptions {
+                weight_average_decay: bad,
+                ..TrainOptions::default()
+            });
+            assert!(message.contains("weight-average decay"), "{bad}: {message}");
+        }
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let message = refused(TrainOptions {
+                item_lr_scale: bad,
+                ..TrainOptions::default()
+            });
+            assert!(message.contains("item lr scale"), "{bad}: {message}");
         }
         let message = refused(TrainOptions {
             batch_size: 0,
@@ -329,5 +367,28 @@ mod tests {
         }
         let old: TrainOptions = serde_json::from_value(saved).unwrap();
         assert_eq!((old.adam_beta1, old.adam_beta2), (0.9, 0.999));
+    }
+
+    /// Runs saved before the weight average and the item table's learning-rate scale existed
+    /// trained without the one and at the common rate: they read back that way.
+    #[test]
+    fn options_without_a_weight_average_or_item_lr_scale_read_back_as_off_and_one() {
+        let mut saved = serde_json::to_value(TrainOptions {
+            weight_average_decay: 0.999,
+            item_lr_scale: 0.3,
+            ..TrainOptions::default()
+        })
+        .unwrap();
+        let back: TrainOptions = serde_json::from_value(saved.clone()).unwrap();
+        assert_eq!(
+            (back.weight_average_decay, back.item_lr_scale),
+            (0.999, 0.3)
+        );
+        if let Some(fields) = saved.as_object_mut() {
+            fields.remove("weight_average_decay");
+            fields.remove("item_lr_scale");
+        }
+        let old: TrainOptions = serde_json::from_value(saved).unwrap();
+        assert_eq!((old.weight_average_decay, old.item_lr_scale), (0.0, 1.0));
     }
 }

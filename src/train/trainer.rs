@@ -21,6 +21,7 @@ use super::batch::{
 use super::data::{Dataset, SplitUser, build_dataset, leave_one_out, train_popularity};
 use super::evaluate::{Stage, cases, model_metrics};
 use super::item_init::{ItemInit, cooccurrence_embeddings};
+use super::weight_average::WeightAverage;
 use super::{LossWeighting, TrainError, TrainOptions, TrainReport, plot};
 use crate::catalogue::Catalogue;
 use crate::model::checkpoint::{self, CheckpointConfig, WEIGHTS_FILE};
@@ -43,22 +44,67 @@ pub struct EpochRecord {
     pub lr: f64,
 }
 
-/// AdamW for the matrices (with weight decay) and AdamW for the vectors (biases, norms: without),
-/// both at `opts`' learning rate and betas.
-fn optimizers(vars: &[Var], opts: &TrainOptions) -> candle_core::Result<[AdamW; 2]> {
-    let (matrices, vectors): (Vec<Var>, Vec<Var>) =
-        vars.iter().cloned().partition(|v| v.rank() >= 2);
-    let params = |weight_decay| ParamsAdamW {
-        lr: opts.lr,
-        weight_decay,
-        beta1: opts.adam_beta1,
-        beta2: opts.adam_beta2,
-        ..ParamsAdamW::default()
-    };
-    Ok([
-        AdamW::new(matrices, params(opts.weight_decay))?,
-        AdamW::new(vectors, params(0.0))?,
-    ])
+/// The run's AdamW optimizers: one for the matrices (with weight decay), one for the vectors
+/// (biases, norms: without), and one for the item embeddings (with weight decay, at
+/// `item_lr_scale` times the learning rate). All share `opts`' betas and the schedule.
+struct Optimizers {
+    decay: AdamW,
+    plain: AdamW,
+    items: AdamW,
+    item_lr_scale: f64,
+}
+
+impl Optimizers {
+    /// Splits `vars` into the three groups; `items` is the item-embedding parameter.
+    fn new(vars: &[Var], items: &Var, opts: &TrainOptions) -> candle_core::Result<Self> {
+        let item_id = items.as_tensor().id();
+        let (matrices, vectors): (Vec<Var>, Vec<Var>) = vars
+            .iter()
+            .filter(|v| v.as_tensor().id() != item_id)
+            .cloned()
+            .partition(|v| v.rank() >= 2);
+        let params = |lr, weight_decay| ParamsAdamW {
+            lr,
+            weight_decay,
+            beta1: opts.adam_beta1,
+            beta2: opts.adam_beta2,
+            ..ParamsAdamW::default()
+        };
+        Ok(Self {
+            decay: AdamW::new(matrices, params(opts.lr, opts.weight_decay))?,
+            plain: AdamW::new(vectors, params(opts.lr, 0.0))?,
+            items: AdamW::new(
+                vec![items.clone()],
+                params(opts.lr * opts.item_lr_scale, opts.weight_decay),
+            )?,
+            item_lr_scale: opts.item_lr_scale,
+        })
+    }
+
+    /// Sets the schedule's learning rate (the item table's scaled by its factor).
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.decay.set_learning_rate(lr);
+        self.plain.set_learning_rate(lr);
+        self.items.set_learning_rate(lr * self.item_lr_scale);
+    }
+
+    /// One step of every group.
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.decay.step(grads)?;
+        self.plain.step(grads)?;
+        self.items.step(grads)
+    }
+}
+
+/// The parameter named `name` in `varmap`.
+fn named_var(varmap: &VarMap, name: &str) -> Result<Var, TrainError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Invalid("the parameter map lock is poisoned".into()))?;
+    data.get(name)
+        .cloned()
+        .ok_or_else(|| TrainError::Invalid(format!("no parameter {name}")))
 }
 
 /// Trains on the catalogue `<database_root>/<dataset>.db`.
@@ -170,7 +216,12 @@ fn fit(
     };
 
     let vars = varmap.all_vars();
-    let [mut opt_decay, mut opt_plain] = optimizers(&vars, opts)?;
+    let mut optimizers = Optimizers::new(&vars, &named_var(&varmap, ITEM_EMBEDDINGS)?, opts)?;
+    let mut average = if opts.weight_average_decay > 0.0 {
+        Some(WeightAverage::new(&vars, opts.weight_average_decay)?)
+    } else {
+        None
+    };
 
     let samples = training_sequences(&split, &model_cfg, opts.sliding_step);
     if samples.is_empty() {
@@ -269,10 +320,11 @@ fn fit(
                 let scale = step_weights.next(count);
                 scale_and_clip_gradients(&mut grads, &vars, scale, opts.clip_norm)?;
                 lr = schedule(opts.lr, step, opts.warmup_steps, total_steps);
-                opt_decay.set_learning_rate(lr);
-                opt_plain.set_learning_rate(lr);
-                opt_decay.step(&grads)?;
-                opt_plain.step(&grads)?;
+                optimizers.set_learning_rate(lr);
+                optimizers.step(&grads)?;
+                if let Some(average) = &mut average {
+                    average.update(&vars)?;
+                }
                 step += 1;
                 batches += 1;
                 loss_sum += loss;
@@ -315,6 +367,12 @@ fn fit(
         };
         let mut stop = false;
         if evaluate_now {
+            // With a weight average, validation and the checkpoint see the average; training
+            // goes on from the last step's weights.
+            let held = match &average {
+                Some(average) => Some(average.swap_in(&vars)?),
+                None => None,
+            };
             let m = model_metrics(&model, &valid_cases, 256)?;
             record.valid_hr10 = Some(m.hr_10);
             record.valid_ndcg10 = Some(m.ndcg_10);
@@ -327,6 +385,9 @@ fn fit(
             } else {
                 since_best += 1;
                 stop = since_best >= opts.patience;
+            }
+            if let Some(held) = held {
+                WeightAverage::restore(&vars, &held)?;
             }
             record.seconds = started.elapsed().as_secs_f64();
             append_line(&metrics_path, &record)?;
@@ -383,13 +444,7 @@ fn start_items_from_cooccurrences(
     let (items, hidden) = (cfg.items, cfg.hidden);
     let started = Instant::now();
     let fitted = cooccurrence_embeddings(split, items, hidden, seed)?;
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| TrainError::Invalid("the parameter map lock is poisoned".into()))?;
-    let var = data
-        .get(ITEM_EMBEDDINGS)
-        .ok_or_else(|| TrainError::Invalid(format!("no parameter {ITEM_EMBEDDINGS}")))?;
+    let var = named_var(varmap, ITEM_EMBEDDINGS)?;
     let mut rows: Vec<f32> = var.flatten_all()?.to_vec1()?;
     for (row, new) in rows.chunks_mut(hidden).zip(fitted.chunks(hidden)) {
         if new.iter().any(|&x| x != 0.0) {
@@ -685,7 +740,7 @@ fn append_line(path: &Path, record: &EpochRecord) -> Result<(), TrainError> {
 #[cfg(test)]
 mod tests {
     use super::{
-        DropoutRng, SHARDS, StepWeights, batch_loss, length_bucketed_batches, optimizers,
+        DropoutRng, Optimizers, SHARDS, StepWeights, batch_loss, length_bucketed_batches,
         scale_and_clip_gradients, schedule, sharded_loss_and_gradients,
         start_items_from_cooccurrences,
     };
@@ -805,22 +860,25 @@ mod tests {
         Ok(())
     }
 
-    /// Weight decay reaches the matrices only; the learning rate and betas reach both groups.
+    /// Weight decay reaches the matrices only; the learning rate and betas reach every group;
+    /// the item table learns at its scaled rate, through the schedule too.
     #[test]
     fn optimizers_carry_the_runs_settings() -> candle_core::Result<()> {
         let vars = [
             candle_core::Var::zeros((3, 4), DType::F32, &Device::Cpu)?,
             candle_core::Var::zeros(4, DType::F32, &Device::Cpu)?,
+            candle_core::Var::zeros((5, 4), DType::F32, &Device::Cpu)?,
         ];
         let opts = crate::train::TrainOptions {
             lr: 3e-4,
             weight_decay: 0.05,
             adam_beta1: 0.8,
             adam_beta2: 0.98,
+            item_lr_scale: 0.5,
             ..crate::train::TrainOptions::default()
         };
-        let [decay, plain] = optimizers(&vars, &opts)?;
-        let (d, p) = (decay.params(), plain.params());
+        let mut opt = Optimizers::new(&vars, &vars[2], &opts)?;
+        let (d, p, i) = (opt.decay.params(), opt.plain.params(), opt.items.params());
         assert_eq!(
             (d.lr, d.weight_decay, d.beta1, d.beta2),
             (3e-4, 0.05, 0.8, 0.98)
@@ -829,6 +887,26 @@ mod tests {
             (p.lr, p.weight_decay, p.beta1, p.beta2),
             (3e-4, 0.0, 0.8, 0.98)
         );
+        assert_eq!(
+            (i.lr, i.weight_decay, i.beta1, i.beta2),
+            (1.5e-4, 0.05, 0.8, 0.98)
+        );
+        opt.set_learning_rate(1e-3);
+        assert_eq!((opt.decay.params().lr, opt.items.params().lr), (1e-3, 5e-4));
+        // Each parameter is stepped by exactly one group: a gradient of ones moves every
+        // parameter once (a second group would move it twice as far).
+        let mut grads = candle_core::backprop::GradStore::default();
+        for v in &vars {
+            grads.insert(v.as_tensor(), v.ones_like()?);
+        }
+        opt.step(&grads)?;
+        for (k, v) in vars.iter().enumerate() {
+            let moved: Vec<f32> = v.flatten_all()?.to_vec1()?;
+            let expected = if k == 2 { 5e-4 } else { 1e-3 };
+            for x in moved {
+                assert!((f64::from(x) + expected).abs() < 1e-6, "var {k}: {x}");
+            }
+        }
         Ok(())
     }
 
