@@ -455,44 +455,6 @@ fn the_same_seed_repeats_a_run_exactly() {
     }
 }
 
-/// The per-epoch losses and the saved weights of a three-epoch BERT4Rec run, validated every
-/// epoch, with weight averaging at `decay` (0: off).
-fn averaged_run(decay: f64) -> (Vec<f64>, Vec<u8>) {
-    let dataset = cyclic_dataset(20, 40, 14);
-    let root = tempfile::tempdir().unwrap();
-    let opts = TrainOptions {
-        checkpoint_root: root.path().to_path_buf(),
-        hidden: 16,
-        layers: 1,
-        heads: 2,
-        max_len: 12,
-        batch_size: 8,
-        epochs: 3,
-        eval_every: 1,
-        weight_average_decay: decay,
-        ..TrainOptions::default()
-    };
-    let mut losses = Vec::new();
-    let report = train_on_dataset(&opts, &dataset, &mut |r| losses.push(r.loss)).unwrap();
-    let weights = std::fs::read(report.checkpoint.join(checkpoint::WEIGHTS_FILE)).unwrap();
-    (losses, weights)
-}
-
-#[test]
-fn a_weight_average_changes_what_is_saved_not_how_training_goes() {
-    // Validation swaps the average in and the last step's weights back: training sees the
-    // same weights with or without the average, so every epoch's loss is the same, while the
-    // checkpoint holds the average.
-    let (plain_losses, plain_weights) = averaged_run(0.0);
-    let (averaged_losses, averaged_weights) = averaged_run(0.9);
-    assert_eq!(plain_losses.len(), 3);
-    assert_eq!(plain_losses, averaged_losses);
-    assert!(
-        plain_weights != averaged_weights,
-        "the average was not saved"
-    );
-}
-
 #[test]
 fn a_run_gives_the_same_weights_on_one_thread_and_on_two() {
     // Each batch is split into shards, run one after the other on one thread and at once on

@@ -98,13 +98,10 @@ pub struct TrainArgs {
     /// random; BERT4Rec on ml-latest-small: cooccurrence].
     #[arg(long, value_enum)]
     pub item_init: Option<ItemInit>,
-    /// Validate and save an exponential moving average of the weights, with this decay per
-    /// step, instead of the last step's weights (0: off).
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_average_decay: f64,
-    /// The item embeddings' learning rate as a multiple of `--lr`.
-    #[arg(long, default_value_t = 1.0)]
-    pub item_lr_scale: f64,
+    /// The item embeddings' learning rate as a multiple of `--lr` [default: 1; BERT4Rec on
+    /// ml-latest-small: 0.1].
+    #[arg(long)]
+    pub item_lr_scale: Option<f64>,
     /// Stop after this many seconds of wall-clock time, keeping the best checkpoint.
     #[arg(long)]
     pub time_budget_secs: Option<u64>,
@@ -156,8 +153,7 @@ impl TrainArgs {
             label_smoothing: self.label_smoothing,
             loss_weighting: self.loss_weighting.unwrap_or(tuned.loss_weighting),
             item_init: self.item_init.unwrap_or(tuned.item_init),
-            weight_average_decay: self.weight_average_decay,
-            item_lr_scale: self.item_lr_scale,
+            item_lr_scale: self.item_lr_scale.unwrap_or(tuned.item_lr_scale),
             time_budget_secs: self.time_budget_secs,
             resume: self.resume,
             data: DataSettings {
@@ -179,7 +175,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         sliding_step = opts.sliding_step,
         loss_weighting = ?opts.loss_weighting,
         item_init = ?opts.item_init,
-        weight_average_decay = opts.weight_average_decay,
         item_lr_scale = opts.item_lr_scale,
         "training settings"
     );
@@ -248,5 +243,9 @@ mod tests {
         assert_eq!(sasrec_small.item_init, ItemInit::Random);
         let random = options(&["--version", "ml-latest-small", "--item-init", "random"]);
         assert_eq!(random.item_init, ItemInit::Random);
+        assert_eq!(small.item_lr_scale, 0.1);
+        assert_eq!((bert.item_lr_scale, sasrec_small.item_lr_scale), (1.0, 1.0));
+        let scaled = options(&["--version", "ml-latest-small", "--item-lr-scale", "1"]);
+        assert_eq!(scaled.item_lr_scale, 1.0);
     }
 }

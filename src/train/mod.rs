@@ -10,7 +10,6 @@ mod options;
 pub mod plot;
 pub mod report;
 mod trainer;
-pub mod weight_average;
 
 pub use item_init::ItemInit;
 pub use options::{LossWeighting, TrainOptions, TrainReport};

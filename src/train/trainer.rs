@@ -21,7 +21,6 @@ use super::batch::{
 use super::data::{Dataset, SplitUser, build_dataset, leave_one_out, train_popularity};
 use super::evaluate::{Stage, cases, model_metrics};
 use super::item_init::{ItemInit, cooccurrence_embeddings};
-use super::weight_average::WeightAverage;
 use super::{LossWeighting, TrainError, TrainOptions, TrainReport, plot};
 use crate::catalogue::Catalogue;
 use crate::model::checkpoint::{self, CheckpointConfig, WEIGHTS_FILE};
@@ -217,11 +216,6 @@ fn fit(
 
     let vars = varmap.all_vars();
     let mut optimizers = Optimizers::new(&vars, &named_var(&varmap, ITEM_EMBEDDINGS)?, opts)?;
-    let mut average = if opts.weight_average_decay > 0.0 {
-        Some(WeightAverage::new(&vars, opts.weight_average_decay)?)
-    } else {
-        None
-    };
 
     let samples = training_sequences(&split, &model_cfg, opts.sliding_step);
     if samples.is_empty() {
@@ -322,9 +316,6 @@ fn fit(
                 lr = schedule(opts.lr, step, opts.warmup_steps, total_steps);
                 optimizers.set_learning_rate(lr);
                 optimizers.step(&grads)?;
-                if let Some(average) = &mut average {
-                    average.update(&vars)?;
-                }
                 step += 1;
                 batches += 1;
                 loss_sum += loss;
@@ -367,12 +358,6 @@ fn fit(
         };
         let mut stop = false;
         if evaluate_now {
-            // With a weight average, validation and the checkpoint see the average; training
-            // goes on from the last step's weights.
-            let held = match &average {
-                Some(average) => Some(average.swap_in(&vars)?),
-                None => None,
-            };
             let m = model_metrics(&model, &valid_cases, 256)?;
             record.valid_hr10 = Some(m.hr_10);
             record.valid_ndcg10 = Some(m.ndcg_10);
@@ -385,9 +370,6 @@ fn fit(
             } else {
                 since_best += 1;
                 stop = since_best >= opts.patience;
-            }
-            if let Some(held) = held {
-                WeightAverage::restore(&vars, &held)?;
             }
             record.seconds = started.elapsed().as_secs_f64();
             append_line(&metrics_path, &record)?;
