@@ -92,14 +92,17 @@ impl std::str::FromStr for MovieLensVersion {
 /// Which catalogue to open: the release name and the folder of catalogue files.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CatalogueSettings {
-    /// MovieLens release the catalogue holds.
+    /// MovieLens release (dataset) to work on. `--version` is its old name, accepted until the
+    /// next release.
     #[arg(
-        long = "version",
+        long = "dataset",
+        alias = "version",
+        value_name = "DATASET",
         env = "MOVIELENS_VERSION",
         default_value = "ml-latest-small"
     )]
     pub version: MovieLensVersion,
-    /// Folder of the SQLite catalogues, one `<version>.db` per release.
+    /// Folder of the SQLite catalogues, one `<dataset>.db` per release.
     #[arg(long, env = "DATABASE_ROOT", default_value = DEFAULT_DATABASE_ROOT)]
     pub database_root: PathBuf,
 }

@@ -32,10 +32,20 @@ pub struct ServeArgs {
     pub embedded: bool,
     #[command(flatten, next_help_heading = "Embedded worker (only with --embedded)")]
     pub worker: WorkerSettings,
+    /// The embedded worker's flags that were typed on the command line.
+    #[arg(skip)]
+    pub worker_flags_typed: Vec<String>,
 }
 
 /// Runs `movierec serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.embedded && !args.worker_flags_typed.is_empty() {
+        anyhow::bail!(
+            "the embedded worker's flags ({}) do nothing without --embedded: add --embedded, or \
+             give them to `movierec worker`",
+            args.worker_flags_typed.join(", ")
+        );
+    }
     let pool = CataloguePool::open(&args.catalogue.database_path())?;
     let choice = choose_model(args.catalogue.version, &args.model)?;
     let (loaded, serving) = if args.embedded {

@@ -5,14 +5,17 @@
 //!   whether that makes the service ready ([`Serving`](crate::recommend::Serving));
 //! - [`runner`]: the batcher and job runner around a loaded model, the Redis queue's settings,
 //!   and the in-process queue with its worker;
+//! - [`env_file`]: the `.env` file, whose malformed lines are errors.
 //!
 //! The commands only parse flags and call these.
 
+pub mod env_file;
 pub mod model;
 pub mod runner;
 
 use std::path::PathBuf;
 
+pub use env_file::{EnvFileError, load_env_file};
 pub use model::{
     LoadedModel, ModelChoice, choose_model, describe_model, find_checkpoint, load_checkpoint,
     load_model,
