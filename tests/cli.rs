@@ -4,7 +4,7 @@
 //! flags, and the popularity fallback that makes a service not ready.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -124,18 +124,18 @@ fn a_missing_catalogue_names_the_dump_of_the_release_asked_for() {
 #[test]
 fn an_error_and_its_causes_are_printed_once() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("x");
-    let err = fails(
-        dir.path(),
-        &[
+    let recommend_from = |checkpoint: &Path| {
+        let args = [
             "recommend",
             "--checkpoint",
-            missing.to_str().unwrap(),
+            checkpoint.to_str().unwrap(),
             "--sequence",
             "1",
-        ],
-        &[],
-    );
+        ];
+        fails(dir.path(), &args, &[])
+    };
+    let missing = dir.path().join("x");
+    let err = recommend_from(&missing);
     assert_eq!(error_lines(&err).len(), 1, "{err}");
     assert!(!err.contains("Caused by"), "{err}");
     assert_eq!(err.matches(missing.to_str().unwrap()).count(), 1, "{err}");
@@ -147,17 +147,7 @@ fn an_error_and_its_causes_are_printed_once() {
     std::fs::create_dir(&broken).unwrap();
     std::fs::write(broken.join("config.json"), "{").unwrap();
     std::fs::write(broken.join("model.safetensors"), "").unwrap();
-    let err = fails(
-        dir.path(),
-        &[
-            "recommend",
-            "--checkpoint",
-            broken.to_str().unwrap(),
-            "--sequence",
-            "1",
-        ],
-        &[],
-    );
+    let err = recommend_from(&broken);
     assert_eq!(error_lines(&err).len(), 1, "{err}");
     assert_eq!(err.matches("EOF while parsing").count(), 1, "{err}");
     assert!(err.contains("train it again, or pass another one"), "{err}");
@@ -301,7 +291,8 @@ fn logs_are_json_off_a_terminal_and_plain_without_colour_on_request() {
     assert!(!err.contains("{\""), "{err}");
 }
 
-/// A `movierec serve --embedded` child, killed on drop.
+/// A `movierec serve --embedded` child, killed on drop so that a failing test leaves nothing
+/// running.
 struct Server(Child);
 
 impl Drop for Server {
@@ -311,102 +302,81 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The JSON log lines in `log` so far.
+fn log_lines(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
-/// Waits for the log file to hold a line with `what`, or the process to exit.
-fn wait_for_log(log: &Path, what: &str, server: &mut Server) -> String {
+/// Starts `serve --embedded` on ml-100k with no checkpoint, on port 0; once it listens, checks
+/// that it answers `/health` and returns its JSON log lines.
+fn serve_without_checkpoint(root: &Path, extra: &[&str], name: &str) -> Vec<serde_json::Value> {
+    let log = root.join(format!("{name}.log"));
+    let mut args = vec!["serve", "--embedded", "--dataset", "ml-100k", "--port", "0"];
+    args.extend_from_slice(extra);
+    let checkpoints = root.join("checkpoints");
+    let env = [
+        ("DATABASE_ROOT", root.to_str().unwrap()),
+        ("CHECKPOINT_ROOT", checkpoints.to_str().unwrap()),
+    ];
+    let child = movierec(root, &args, &env)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
     let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(what) {
-            return text;
+    let port = loop {
+        let listening = log_lines(&log)
+            .into_iter()
+            .find(|l| l["message"] == "API listening");
+        if let Some(port) = listening.and_then(|l| l["port"].as_u64()) {
+            break u16::try_from(port).unwrap();
         }
         if let Some(status) = server.0.try_wait().unwrap() {
-            panic!("the server exited ({status}) before logging {what:?}:\n{text}");
+            panic!("the server exited ({status}):\n{:?}", log_lines(&log));
         }
-        assert!(start.elapsed() < TIMEOUT, "no {what:?} in:\n{text}");
+        assert!(start.elapsed() < TIMEOUT, "{:?}", log_lines(&log));
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Starts `serve --embedded` on ml-100k with no checkpoint; returns its log once it listens.
-fn serve_without_checkpoint(root: &Path, extra: &[&str], name: &str) -> String {
-    let port = free_port().to_string();
-    let log = root.join(format!("{name}.log"));
-    let mut args = vec![
-        "serve",
-        "--embedded",
-        "--dataset",
-        "ml-100k",
-        "--port",
-        &port,
-    ];
-    args.extend_from_slice(extra);
-    let child = movierec(
-        root,
-        &args,
-        &[
-            ("DATABASE_ROOT", root.to_str().unwrap()),
-            (
-                "CHECKPOINT_ROOT",
-                root.join("checkpoints").to_str().unwrap(),
-            ),
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn()
-    .unwrap();
-    let mut server = Server(child);
-    let text = wait_for_log(&log, "API listening", &mut server);
+    };
     // It answers: popularity serves either way.
-    let mut stream = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    text
+    log_lines(&log)
 }
 
 #[test]
 fn a_popularity_fallback_is_a_warning_and_not_ready_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     dump_ml100k(dir.path());
+    let loaded = |logs: &[serde_json::Value]| {
+        logs.iter()
+            .find(|l| l["message"] == "model loaded")
+            .cloned()
+            .unwrap_or_else(|| panic!("{logs:?}"))
+    };
     let logs = serve_without_checkpoint(dir.path(), &[], "fallback");
-    let warnings: Vec<serde_json::Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|j| j["level"] == "WARN")
-        .collect();
     assert!(
-        warnings.iter().any(|w| {
-            let m = w["message"].as_str().unwrap_or_default();
-            m.contains("no checkpoint of ml-100k") && m.contains("movierec train --dataset ml-100k")
+        logs.iter().any(|l| {
+            let m = l["message"].as_str().unwrap_or_default();
+            l["level"] == "WARN"
+                && m.contains("no checkpoint of ml-100k")
+                && m.contains("movierec train --dataset ml-100k")
         }),
-        "{logs}"
+        "{logs:?}"
     );
-    let loaded = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|j| j["message"] == "model loaded")
-        .unwrap_or_else(|| panic!("{logs}"));
-    assert_eq!(loaded["architecture"], "popularity");
-    assert_eq!(loaded["ready"], false);
+    assert_eq!(loaded(&logs)["architecture"], "popularity");
+    assert_eq!(loaded(&logs)["ready"], false);
 
     let logs = serve_without_checkpoint(dir.path(), &["--allow-popularity-fallback"], "allowed");
-    assert!(!logs.contains("\"WARN\""), "{logs}");
-    let loaded = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|j| j["message"] == "model loaded")
-        .unwrap_or_else(|| panic!("{logs}"));
-    assert_eq!(loaded["ready"], true);
+    assert!(logs.iter().all(|l| l["level"] != "WARN"), "{logs:?}");
+    assert_eq!(loaded(&logs)["ready"], true);
 }

@@ -1,23 +1,24 @@
 //! Whole-table reads of the catalogue: what the popularity model ranks, what a health probe
 //! counts, and the titles a benchmark draws its queries from.
 
+use rusqlite::types::FromSql;
+
 use super::{Catalogue, CatalogueError};
 
 impl Catalogue {
     /// Every movie's `(movie_id, rating_count)`, by id: the counts the popularity model ranks.
     pub fn rating_counts(&self) -> Result<Vec<(i64, i64)>, CatalogueError> {
-        let mut stmt = self
-            .connection()
-            .prepare_cached("SELECT movie_id, rating_count FROM movies ORDER BY movie_id")?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.pairs("SELECT movie_id, rating_count FROM movies ORDER BY movie_id")
     }
 
     /// Every movie's `(title, rating_count)`, by id.
     pub fn titles(&self) -> Result<Vec<(String, i64)>, CatalogueError> {
-        let mut stmt = self
-            .connection()
-            .prepare_cached("SELECT title, rating_count FROM movies ORDER BY movie_id")?;
+        self.pairs("SELECT title, rating_count FROM movies ORDER BY movie_id")
+    }
+
+    /// The rows of a two-column query.
+    fn pairs<A: FromSql, B: FromSql>(&self, sql: &str) -> Result<Vec<(A, B)>, CatalogueError> {
+        let mut stmt = self.connection().prepare_cached(sql)?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

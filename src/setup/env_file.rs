@@ -76,37 +76,33 @@ fn line_number(content: &str, line: &str) -> usize {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_malformed_line_is_named_by_number_and_text() {
+    /// Loads `content` as a `.env` file that must be malformed; returns the error.
+    fn malformed(content: &str) -> (usize, String, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".env");
-        std::fs::write(
-            &path,
-            "# comment\nMOVIEREC_ENV_FILE_TEST_A=1\n\nMOVIEREC ENV FILE TEST\nMOVIEREC_ENV_FILE_TEST_B=2\n",
-        )
-        .unwrap();
+        std::fs::write(&path, content).unwrap();
         let err = load_from(&path).unwrap_err();
-        match &err {
-            EnvFileError::Malformed { line, text, .. } => {
-                assert_eq!((*line, text.as_str()), (4, "MOVIEREC ENV FILE TEST"));
-            }
+        let message = err.to_string();
+        match err {
+            EnvFileError::Malformed { line, text, .. } => (line, text, message),
             other => panic!("unexpected error: {other}"),
         }
-        assert!(err.to_string().contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_line_is_named_by_number_and_text() {
+        let (line, text, message) = malformed(
+            "# comment\nMOVIEREC_ENV_FILE_TEST_A=1\n\nMOVIEREC ENV FILE TEST\nMOVIEREC_ENV_FILE_TEST_B=2\n",
+        );
+        assert_eq!((line, text.as_str()), (4, "MOVIEREC ENV FILE TEST"));
+        assert!(message.contains("line 4"), "{message}");
     }
 
     #[test]
     fn an_unterminated_quote_is_named_where_it_starts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".env");
-        std::fs::write(
-            &path,
+        let (line, _, _) = malformed(
             "MOVIEREC_ENV_FILE_TEST_C=1\nMOVIEREC_ENV_FILE_TEST_D=\"open\nMOVIEREC_ENV_FILE_TEST_E=3\n",
-        )
-        .unwrap();
-        match load_from(&path).unwrap_err() {
-            EnvFileError::Malformed { line, .. } => assert_eq!(line, 2),
-            other => panic!("unexpected error: {other}"),
-        }
+        );
+        assert_eq!(line, 2);
     }
 }
