@@ -5,6 +5,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::catalogue::{DEFAULT_DATABASE_ROOT, catalogue_path};
+
 /// The MovieLens releases that `movierec dump` knows how to read.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -90,22 +92,25 @@ impl std::str::FromStr for MovieLensVersion {
 /// Which catalogue to open: the release name and the folder of catalogue files.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CatalogueSettings {
-    /// MovieLens release the catalogue holds.
+    /// MovieLens release (dataset) to work on. `--version` is its old name, accepted until the
+    /// next release.
     #[arg(
-        long = "version",
+        long = "dataset",
+        alias = "version",
+        value_name = "DATASET",
         env = "MOVIELENS_VERSION",
         default_value = "ml-latest-small"
     )]
     pub version: MovieLensVersion,
-    /// Folder of the SQLite catalogues, one `<version>.db` per release.
-    #[arg(long, env = "DATABASE_ROOT", default_value = "resources/db")]
+    /// Folder of the SQLite catalogues, one `<dataset>.db` per release.
+    #[arg(long, env = "DATABASE_ROOT", default_value = DEFAULT_DATABASE_ROOT)]
     pub database_root: PathBuf,
 }
 
 impl CatalogueSettings {
-    /// The catalogue file of the configured release: `DATABASE_ROOT/<version>.db`.
+    /// The catalogue file of the configured release (see [`catalogue_path`]).
     pub fn database_path(&self) -> PathBuf {
-        self.database_root.join(format!("{}.db", self.version))
+        catalogue_path(&self.database_root, self.version)
     }
 }
 
@@ -127,9 +132,26 @@ pub struct DownloadSettings {
 /// Where checkpoints live.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckpointSettings {
-    /// Folder under which training writes one checkpoint directory per run.
+    /// Folder of the checkpoints: training writes one directory per run there, and serving
+    /// picks the newest of the release from it.
     #[arg(long, env = "CHECKPOINT_ROOT", default_value = "resources/checkpoints")]
     pub checkpoint_root: PathBuf,
+}
+
+/// Which model serves: the checkpoint given, else the newest of the release, else popularity.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelSettings {
+    /// Checkpoint directory to serve (default: the newest checkpoint of the release under
+    /// `CHECKPOINT_ROOT`).
+    #[arg(long, env = "RECSYS_CHECKPOINT")]
+    pub checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub checkpoints: CheckpointSettings,
+    /// With no checkpoint of the release, serve popularity from the catalogue and count that as
+    /// ready. Without this flag popularity still answers, but readiness stays false and a
+    /// warning is logged.
+    #[arg(long, env = "RECSYS_ALLOW_POPULARITY_FALLBACK")]
+    pub allow_popularity_fallback: bool,
 }
 
 /// A secret that never shows in logs or `Debug` output.
@@ -216,7 +238,7 @@ pub struct QueueSettings {
     pub heartbeat_secs: u64,
 }
 
-/// The worker: concurrency, batching, retries, model.
+/// The worker: concurrency, batching, retries. What it serves is [`ModelSettings`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerSettings {
     /// Jobs in flight per worker process.
@@ -232,13 +254,6 @@ pub struct WorkerSettings {
     /// Attempts a job with a transient model error gets before it fails for good.
     #[arg(long, env = "RECSYS_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
-    /// Checkpoint directory of the model (default: the newest checkpoint of the catalogue's
-    /// release under `CHECKPOINT_ROOT`; popularity from the catalogue when there is none).
-    #[arg(long, env = "RECSYS_CHECKPOINT")]
-    pub checkpoint: Option<PathBuf>,
-    /// Folder searched for the newest checkpoint when `RECSYS_CHECKPOINT` is not set.
-    #[arg(long, env = "CHECKPOINT_ROOT", default_value = "resources/checkpoints")]
-    pub checkpoint_root: PathBuf,
     /// Extra milliseconds before each batch; stands in for a slow model when testing shutdown
     /// and load. Leave at 0.
     #[arg(long, env = "RECSYS_BATCH_DELAY_MS", default_value_t = 0, hide = true)]

@@ -1,7 +1,12 @@
-//! movierec: a sequential movie recommender (BERT4Rec in candle) over a MovieLens catalogue.
+//! movierec: a sequential movie recommender (BERT4Rec and SASRec in candle) over a MovieLens
+//! catalogue, served over HTTP through a job queue.
 //!
-//! The crate is split by job: [`config`] holds settings, [`catalogue`] the SQLite catalogue and
-//! the `dump` that builds it.
+//! One module per job: [`config`] holds the settings groups; [`catalogue`] the SQLite catalogue,
+//! every SQL statement and the `dump` that builds it; [`model`] the networks, their kernels and
+//! checkpoints; [`baseline`] popularity and EASE; [`train`] training and evaluation;
+//! [`recommend`] requests, answers and what a process serves; [`queue`] the job queues;
+//! [`worker`] the batcher and the queue consumers; [`http`] the API; [`setup`] what `serve`,
+//! `worker` and `demo` share to build a serving process from settings; [`telemetry`] logging.
 
 pub mod baseline;
 pub mod catalogue;
@@ -10,6 +15,7 @@ pub mod http;
 pub mod model;
 pub mod queue;
 pub mod recommend;
+pub mod setup;
 pub mod telemetry;
 pub mod train;
 pub mod worker;

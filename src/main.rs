@@ -5,12 +5,28 @@ mod allocator;
 mod candle_threads;
 mod commands;
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use movierec::config::WorkerSettings;
+use movierec::telemetry::LogFormat;
+
+use commands::failure;
+use commands::flags::{typed, typed_of, uses_old_dataset_flag};
 
 /// movierec: a sequential movie recommender over MovieLens.
 #[derive(Debug, Parser)]
 #[command(name = "movierec", version, about, long_about = None)]
 struct Cli {
+    /// Log lines on stderr: `json`, `plain`, or `auto` (JSON when stderr is not a terminal).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "RECSYS_LOG_FORMAT",
+        default_value = "auto"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,31 +56,64 @@ enum Command {
     Bench(commands::bench::BenchCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let purging_off = allocator::keep_freed_pages();
     let candle_pool_off = candle_threads::run_elementwise_ops_inline();
-    // A missing `.env` is fine: the environment and flags still apply.
-    let _ = dotenvy::dotenv();
-    movierec::telemetry::init();
+    // A missing `.env` is fine: the environment and flags still apply. A malformed one is not.
+    if let Err(e) = movierec::setup::load_env_file() {
+        return fail(&e.into());
+    }
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    movierec::telemetry::init(cli.log_format);
     if !purging_off {
         tracing::debug!("mimalloc's option layout not recognised: purging left as it is");
     }
     if !candle_pool_off {
         tracing::debug!("CANDLE_NUM_THREADS is set: candle's element-wise pool left as it is");
     }
-    let cli = Cli::parse();
-    match cli.command {
+    if uses_old_dataset_flag(std::env::args_os()) {
+        tracing::warn!(
+            "`--version` for the release is now `--dataset`; the old name goes in the next release"
+        );
+    }
+    let Some((_, sub)) = matches.subcommand() else {
+        return fail(&anyhow::anyhow!("no command given: see `movierec --help`"));
+    };
+    match run(cli.command, sub) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn run(command: Command, matches: &ArgMatches) -> anyhow::Result<()> {
+    match command {
         Command::Demo(args) => commands::demo::run(args),
-        Command::Dump(args) => commands::dump::run(args),
+        Command::Dump(mut args) => {
+            args.dataset_typed = typed(matches, "version");
+            commands::dump::run(args)
+        }
         Command::Search(args) => commands::search::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Recommend(args) => commands::recommend::run(args),
-        Command::Serve(args) => commands::serve::run(args),
+        Command::Serve(mut args) => {
+            args.worker_flags_typed = typed_of::<WorkerSettings>(matches);
+            commands::serve::run(args)
+        }
         Command::Worker(args) => commands::worker::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Health(args) => commands::health::run(args),
     }
+}
+
+/// Prints the error once, with its causes, and gives the failing exit status.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("{}", failure::render(err));
+    ExitCode::FAILURE
 }
 
 #[cfg(test)]

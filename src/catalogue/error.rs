@@ -2,22 +2,30 @@
 
 use std::path::PathBuf;
 
+use super::paths::dump_command;
+
 /// Everything that can go wrong while building or reading a catalogue.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
-    /// No catalogue file where one was expected.
-    #[error("no catalogue at {0}: run `movierec dump` first")]
+    /// No catalogue file where one was expected; the message names the dump that builds it.
+    #[error("no catalogue at {}: run `{}` first", .0.display(), dump_command(.0))]
     Missing(PathBuf),
     /// The catalogue file has no `dataset` row: it was not built by `movierec dump`.
     #[error("the catalogue holds no dataset: run `movierec dump` first")]
     Empty,
     /// A read-only open found a schema older than this program's.
-    #[error("catalogue {path} lacks {pending} schema migration(s): run `movierec dump` again")]
+    #[error(
+        "catalogue {} lacks {pending} schema migration(s): run `{}` again",
+        .path.display(),
+        dump_command(.path)
+    )]
     Outdated { path: PathBuf, pending: i32 },
     /// The catalogue was written by a newer movierec, with schema migrations this one lacks.
     #[error(
-        "catalogue {path} has schema version {found}, newer than this program's {supported}: \
-         upgrade movierec or run `movierec dump` again with this one"
+        "catalogue {} has schema version {found}, newer than this program's {supported}: \
+         upgrade movierec or run `{}` again with this one",
+        .path.display(),
+        dump_command(.path)
     )]
     Newer {
         path: PathBuf,

@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
-use super::CatalogueError;
+use super::{CatalogueError, catalogue_path};
+use crate::config::MovieLensVersion;
 
 /// The schema, one entry per file under `migrations/`, applied in order.
 const MIGRATION_FILES: [&str; 3] = [
@@ -74,6 +75,19 @@ impl Catalogue {
         )?;
         refuse_newer(&conn, path)?;
         Self::configure(conn)
+    }
+
+    /// Opens the catalogue of `release` under `root` (see [`catalogue_path`]) read-write.
+    pub fn open_release(root: &Path, release: MovieLensVersion) -> Result<Self, CatalogueError> {
+        Self::open(&catalogue_path(root, release))
+    }
+
+    /// Opens the catalogue of `release` under `root` (see [`catalogue_path`]) for reading only.
+    pub fn open_release_read_only(
+        root: &Path,
+        release: MovieLensVersion,
+    ) -> Result<Self, CatalogueError> {
+        Self::open_read_only(&catalogue_path(root, release))
     }
 
     /// Opens an existing catalogue for reading only (search, the API). The schema must already be

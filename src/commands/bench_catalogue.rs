@@ -133,13 +133,7 @@ pub fn run(args: CatalogueBenchArgs) -> anyhow::Result<()> {
 
 fn search_bench(path: &Path, n: usize, rounds: usize) -> anyhow::Result<()> {
     let catalogue = Catalogue::open_read_only(path)?;
-    let titles: Vec<(String, i64)> = {
-        let mut stmt = catalogue
-            .connection()
-            .prepare("SELECT title, rating_count FROM movies ORDER BY movie_id")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?
-    };
+    let titles = catalogue.titles()?;
     let queries = search_queries(&titles, n, 42);
     let mut hits = 0usize;
     for q in &queries {
@@ -199,7 +193,7 @@ fn run_dump(version: MovieLensVersion, source: &Path, db: &Path) -> anyhow::Resu
 }
 
 fn run_dump_count(db: &Path) -> anyhow::Result<i64> {
-    let cat = Catalogue::open_read_only(&db.join("ml-latest-small.db"))?;
+    let cat = Catalogue::open_release_read_only(db, MovieLensVersion::LatestSmall)?;
     Ok(cat.info()?.ratings)
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context;
 use movierec::catalogue::dump::{DumpOptions, dump};
 use movierec::config::DownloadSettings;
 use movierec::model::Architecture;
-use movierec::model::checkpoint::latest_checkpoint;
+use movierec::setup::find_checkpoint;
 use movierec::train::{TrainOptions, train};
 
 use super::child::KillOnDrop;
@@ -72,14 +72,8 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    let root = args.serve.worker.checkpoint_root.clone();
-    let existing = args
-        .serve
-        .worker
-        .checkpoint
-        .clone()
-        .or_else(|| latest_checkpoint(&root, catalogue.version));
-    match existing {
+    let root = args.serve.model.checkpoints.checkpoint_root.clone();
+    match find_checkpoint(catalogue.version, &args.serve.model)? {
         Some(dir) => println!("model: reusing {}", dir.display()),
         None => {
             println!(

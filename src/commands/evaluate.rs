@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use movierec::catalogue::DEFAULT_DATABASE_ROOT;
 use movierec::config::MovieLensVersion;
 use movierec::train::report::{EaseSettings, evaluate_checkpoints, render};
 
@@ -13,8 +14,9 @@ pub struct EvaluateArgs {
     #[arg(long = "checkpoint", required_unless_present = "versions")]
     pub checkpoints: Vec<PathBuf>,
     /// Also report the baselines (popularity, EASE) of this release, with or without a
-    /// checkpoint of it; repeatable.
-    #[arg(long = "version")]
+    /// checkpoint of it; repeatable. `--version` is its old name, accepted until the next
+    /// release.
+    #[arg(long = "dataset", alias = "version", value_name = "DATASET")]
     pub versions: Vec<MovieLensVersion>,
     /// EASE regularisation values to try; the best on validation NDCG@10 is reported.
     #[arg(long, value_delimiter = ',', default_values_t = EaseSettings::default().lambdas)]
@@ -22,8 +24,8 @@ pub struct EvaluateArgs {
     /// Skip EASE when the catalogue has more items than this (dense items² solve).
     #[arg(long, default_value_t = EaseSettings::default().max_items)]
     pub ease_max_items: usize,
-    /// Folder of the SQLite catalogues, one `<version>.db` per release.
-    #[arg(long, env = "DATABASE_ROOT", default_value = "resources/db")]
+    /// Folder of the SQLite catalogues, one `<dataset>.db` per release.
+    #[arg(long, env = "DATABASE_ROOT", default_value = DEFAULT_DATABASE_ROOT)]
     pub database_root: PathBuf,
     /// Where to write the JSON report (default: `evaluation.json` in the first checkpoint, or
     /// in the working directory without one).

@@ -8,6 +8,8 @@ pub mod child;
 pub mod demo;
 pub mod dump;
 pub mod evaluate;
+pub mod failure;
+pub mod flags;
 pub mod health;
 pub mod recommend;
 pub mod search;

@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use movierec::recommend::{RecommendRequest, Recommender};
+use movierec::recommend::RecommendRequest;
+use movierec::setup::load_checkpoint;
 
 /// Arguments of `movierec recommend`.
 #[derive(Debug, clap::Args)]
 pub struct RecommendArgs {
-    /// Checkpoint directory.
+    /// Checkpoint directory (one that `movierec train` wrote).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// The history, MovieLens ids oldest first, comma-separated.
@@ -26,7 +27,7 @@ pub struct RecommendArgs {
 
 /// Runs `movierec recommend`.
 pub fn run(args: RecommendArgs) -> anyhow::Result<()> {
-    let recommender = Recommender::load(&args.checkpoint)?;
+    let recommender = load_checkpoint(&args.checkpoint)?;
     let answer = recommender.recommend(&RecommendRequest {
         sequence: args.sequence,
         avoided: args.avoid,

@@ -1,6 +1,5 @@
 //! `movierec search`.
 
-use anyhow::Context;
 use movierec::catalogue::Catalogue;
 use movierec::config::CatalogueSettings;
 
@@ -21,9 +20,7 @@ pub struct SearchArgs {
 
 /// Runs `movierec search` and prints the results as a table, best first.
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
-    let path = args.catalogue.database_path();
-    let catalogue = Catalogue::open_read_only(&path)
-        .with_context(|| format!("cannot open the catalogue {}", path.display()))?;
+    let catalogue = Catalogue::open_read_only(&args.catalogue.database_path())?;
     let movies = catalogue.search(&args.text, args.limit)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&movies)?);

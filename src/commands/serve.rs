@@ -1,17 +1,20 @@
 //! `movierec serve [--embedded]`: the HTTP API, on the Redis queue or (embedded) with an
-//! in-process queue and worker.
+//! in-process queue and worker. The model and the machinery around it come from
+//! [`movierec::setup`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use movierec::config::{CatalogueSettings, QueueSettings, ServerSettings, WorkerSettings};
+use movierec::config::{
+    CatalogueSettings, ModelSettings, QueueSettings, ServerSettings, WorkerSettings,
+};
 use movierec::http::{AppDeps, Application, CataloguePool, HttpMetrics};
-use movierec::queue::{JobQueue, MemoryQueue, RedisQueue};
-use movierec::worker::{Batcher, JobRunner, WorkerMetrics, run_memory_worker};
-use tokio::sync::watch;
-
-use super::worker::{batch_config, load_scorer, redis_config};
+use movierec::queue::{JobQueue, RedisQueue};
+use movierec::recommend::Serving;
+use movierec::setup::{
+    EmbeddedWorker, choose_model, describe_model, load_model, redis_config, start_runner,
+};
+use movierec::worker::WorkerMetrics;
 
 /// Arguments of `movierec serve`.
 #[derive(Debug, clap::Args)]
@@ -23,81 +26,85 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub queue: QueueSettings,
     #[command(flatten)]
-    pub worker: WorkerSettings,
+    pub model: ModelSettings,
     /// Run a worker in this process with an in-process queue: no Redis needed.
     #[arg(long)]
     pub embedded: bool,
+    #[command(flatten, next_help_heading = "Embedded worker (only with --embedded)")]
+    pub worker: WorkerSettings,
+    /// The embedded worker's flags that were typed on the command line.
+    #[arg(skip)]
+    pub worker_flags_typed: Vec<String>,
 }
 
 /// Runs `movierec serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let path = args.catalogue.database_path();
-    let pool = CataloguePool::open(&path)
-        .with_context(|| format!("opening the catalogue {}", path.display()))?;
-    let scorer = if args.embedded {
-        Some(load_scorer(&args.catalogue, &args.worker)?)
+    if !args.embedded && !args.worker_flags_typed.is_empty() {
+        anyhow::bail!(
+            "the embedded worker's flags ({}) do nothing without --embedded: add --embedded, or \
+             give them to `movierec worker`",
+            args.worker_flags_typed.join(", ")
+        );
+    }
+    let pool = CataloguePool::open(&args.catalogue.database_path())?;
+    let choice = choose_model(args.catalogue.version, &args.model)?;
+    let (loaded, serving) = if args.embedded {
+        let loaded = load_model(&choice, &args.catalogue)?;
+        let serving = loaded.serving.clone();
+        (Some(loaded), serving)
     } else {
-        None
+        (None, describe_model(&choice, &args.catalogue)?)
     };
-    let model = match &scorer {
-        Some(scorer) => Some(scorer.info()),
-        None => served_model_info(&args),
-    };
+    report_readiness(&serving);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let registry = prometheus::Registry::new();
         let metrics = HttpMetrics::register(registry.clone())?;
-        match scorer {
+        let listen = format!("{}:{}", args.server.host, args.server.port);
+        let listen_hint = || {
+            format!(
+                "cannot listen on {listen} (is another process on that port? choose another with \
+                 --port or RECSYS_PORT)"
+            )
+        };
+        match loaded {
             None => {
                 let queue = RedisQueue::connect(redis_config(&args.queue))?;
                 if let Err(e) = queue.ping().await {
                     tracing::warn!(error = %e, "Redis is not answering yet; /health reports 503 until it does");
                 }
+                // `serving` (what the workers serve, and whether that is ready) joins `AppDeps`
+                // where the HTTP layer takes it.
                 let deps = AppDeps {
                     queue: Arc::new(queue),
                     catalogue: pool,
                     metrics,
-                    model,
+                    model: Some(serving.model),
                 };
-                Application::build(&args.server, deps)?
+                Application::build(&args.server, deps)
+                    .with_context(listen_hint)?
                     .run_until_stopped()
                     .await?;
             }
-            Some(scorer) => {
+            Some(loaded) => {
                 let worker_metrics = WorkerMetrics::register(&registry)?;
-                let batcher =
-                    Batcher::start(scorer, batch_config(&args.worker), Some(worker_metrics.clone()))?;
-                let runner = JobRunner::new(batcher, Some(worker_metrics));
-                let queue = MemoryQueue::new(
-                    args.queue.queue_cap,
-                    Duration::from_secs(args.queue.result_ttl_secs.max(1)),
-                );
-                let jobs = queue
-                    .take_receiver()
-                    .context("the in-process queue has no receiver")?;
-                let (stop, stopped) = watch::channel(false);
-                let worker = tokio::spawn(run_memory_worker(
-                    queue.clone(),
-                    jobs,
-                    runner,
-                    args.worker.concurrency.max(1),
-                    args.worker.max_attempts.max(1),
-                    stopped,
-                ));
+                let runner = start_runner(loaded.scorer, &args.worker, Some(worker_metrics))?;
+                let embedded = EmbeddedWorker::start(runner, &args.queue, &args.worker)?;
                 let deps = AppDeps {
-                    queue: Arc::new(queue),
+                    queue: embedded.queue(),
                     catalogue: pool,
                     metrics,
-                    model,
+                    model: Some(serving.model),
                 };
                 tracing::info!("embedded mode: API and worker in one process, no Redis");
-                let served = Application::build(&args.server, deps)?
-                    .run_until_stopped()
-                    .await;
-                let _ = stop.send(true);
-                worker.await?;
+                let served = match Application::build(&args.server, deps).with_context(listen_hint)
+                {
+                    Ok(app) => app.run_until_stopped().await.map_err(anyhow::Error::from),
+                    Err(e) => Err(e),
+                };
+                embedded.stop().await?;
                 served?;
             }
         }
@@ -107,20 +114,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the workers serve, read from the checkpoint's `config.json` only (the API process never
-/// loads weights). `None` when there is no checkpoint: the workers then serve popularity.
-fn served_model_info(args: &ServeArgs) -> Option<movierec::recommend::ModelInfo> {
-    let dir = args.worker.checkpoint.clone().or_else(|| {
-        movierec::model::checkpoint::latest_checkpoint(
-            &args.worker.checkpoint_root,
-            args.catalogue.version,
-        )
-    })?;
-    match movierec::model::checkpoint::CheckpointConfig::read(&dir) {
-        Ok(cfg) => Some(movierec::recommend::model_info(&cfg, &dir)),
-        Err(e) => {
-            tracing::warn!(checkpoint = %dir.display(), error = %e, "cannot read the checkpoint config");
-            None
-        }
+/// Logs what is served; a popularity fallback nobody asked for is a warning, once more here
+/// because it makes the service not ready.
+fn report_readiness(serving: &Serving) {
+    if serving.ready() {
+        tracing::info!(
+            architecture = %serving.model.architecture,
+            checkpoint = %serving.model.checkpoint,
+            source = ?serving.source,
+            "serving"
+        );
+    } else {
+        tracing::warn!(
+            architecture = %serving.model.architecture,
+            source = ?serving.source,
+            "not ready: popularity stands in for a missing checkpoint"
+        );
     }
 }

@@ -6,11 +6,11 @@ use candle_nn::{Init, VarBuilder};
 
 use super::ModelConfig;
 use super::dropout::{DropoutRng, dropout};
-use super::fused::{add_row, gelu, layer_norm, softmax_last_dim};
-use super::matmul::{batched_matmul, matmul_t};
+use super::ops::fused::{add_row, gelu, layer_norm, softmax_last_dim};
+use super::ops::matmul::{batched_matmul, matmul_t};
 
 /// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): one op of
-/// [`super::fused`], scale and shift included.
+/// [`super::ops::fused`], scale and shift included.
 pub(crate) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -37,7 +37,7 @@ impl LayerNorm {
 }
 
 /// A dense layer applied to rows `(N, in)`: a matmul, then the bias added by
-/// [`add_row`](super::fused::add_row), whose backward pass sums the rows contiguously.
+/// [`add_row`](super::ops::fused::add_row), whose backward pass sums the rows contiguously.
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Tensor,

@@ -6,17 +6,15 @@
 pub mod checkpoint;
 mod config;
 mod dropout;
-mod fused;
-mod gelu_kernel;
 mod layers;
-pub mod loss;
-mod matmul;
 mod net;
+mod ops;
 mod vocab;
 
 pub use config::{Architecture, ModelConfig};
 pub use dropout::DropoutRng;
 pub use net::{ITEM_EMBEDDINGS, SeqModel, pad_left, reinitialise, standard_normal};
+pub use ops::loss;
 pub use vocab::ItemVocab;
 
 use std::path::PathBuf;

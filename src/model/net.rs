@@ -12,9 +12,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::dropout::{DropoutRng, dropout};
-use super::fused::{add_row, gelu};
 use super::layers::{EncoderBlock, LayerNorm, Linear};
-use super::matmul::matmul_t;
+use super::ops::fused::{add_row, gelu};
+use super::ops::matmul::matmul_t;
 use super::{ModelConfig, ModelError};
 
 /// The additive value that switches a key off in attention.
@@ -175,7 +175,12 @@ impl SeqModel {
     ) -> Result<Tensor> {
         let movies = self.item_embeddings.narrow(0, 0, self.cfg.items)?;
         let logits = matmul_t(&self.head(hidden)?, &movies)?;
-        super::loss::cross_entropy_with_bias(&logits, &self.output_bias, targets, label_smoothing)
+        super::ops::loss::cross_entropy_with_bias(
+            &logits,
+            &self.output_bias,
+            targets,
+            label_smoothing,
+        )
     }
 
     /// [`scores`](Self::scores) with a precomputed [`output_matrix`](Self::output_matrix).

@@ -1,11 +1,12 @@
 //! Recommendation requests and answers: the contract between the model, the worker and the API.
 //!
-//! A [`Recommender`] turns [`RecommendRequest`]s into
-//! [`Recommendation`]s in one batched forward pass.
+//! A [`Recommender`] turns [`RecommendRequest`]s into [`Recommendation`]s in one batched
+//! forward pass; [`Serving`] says what a process serves and whether that makes it ready.
 
 mod recommender;
+mod serving;
 mod types;
 
 pub use recommender::{RecommendError, Recommender, model_info};
-
+pub use serving::{ModelSource, Serving};
 pub use types::{ModelInfo, RecommendRequest, Recommendation, ScoredMovie};

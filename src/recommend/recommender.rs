@@ -7,6 +7,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::{ModelInfo, RecommendRequest, Recommendation, ScoredMovie};
+use crate::baseline::Popularity;
 use crate::model::checkpoint::{self, CheckpointConfig};
 use crate::model::{ItemVocab, ModelError, SeqModel};
 
@@ -27,7 +28,8 @@ pub struct Recommender {
     /// The tied output matrix, transposed once at load.
     output: Tensor,
     vocab: ItemVocab,
-    popularity: Vec<f32>,
+    /// The training counts of the items: the answer to a history the model cannot read.
+    popularity: Popularity<u32>,
     info: ModelInfo,
 }
 
@@ -71,7 +73,11 @@ impl Recommender {
         Ok(Self {
             output: model.output_matrix()?,
             model,
-            popularity: cfg.popularity.iter().map(|&p| p as f32).collect(),
+            popularity: Popularity::new(
+                (0u32..)
+                    .zip(&cfg.popularity)
+                    .map(|(i, &count)| (i, u64::from(count))),
+            ),
             vocab: cfg.vocab,
             info,
         })
@@ -126,7 +132,10 @@ impl Recommender {
         Ok(work
             .into_par_iter()
             .map(|(k, p, row)| Recommendation {
-                items: self.top_k(row.as_deref().unwrap_or(&self.popularity), k, &p.excluded),
+                items: match &row {
+                    Some(scores) => self.top_k(scores, k, &p.excluded),
+                    None => self.most_popular(k, &p.excluded),
+                },
                 unknown_ids: p.unknown,
                 fallback: row.is_none(),
             })
@@ -156,6 +165,20 @@ impl Recommender {
             excluded,
             unknown,
         }
+    }
+
+    /// The fallback: the `k` most popular movies outside `excluded`, scored by their count.
+    fn most_popular(&self, k: usize, excluded: &[u32]) -> Vec<ScoredMovie> {
+        self.popularity
+            .top_k(k, |i| !excluded.contains(&i))
+            .into_iter()
+            .filter_map(|(i, count)| {
+                self.vocab.movie_id(i).map(|movie_id| ScoredMovie {
+                    movie_id,
+                    score: count as f32,
+                })
+            })
+            .collect()
     }
 
     fn top_k(&self, scores: &[f32], k: usize, excluded: &[u32]) -> Vec<ScoredMovie> {

@@ -43,3 +43,16 @@ pub struct ModelInfo {
     /// Longest history the model reads; longer ones keep their most recent items.
     pub max_len: usize,
 }
+
+impl ModelInfo {
+    /// The popularity model of `dataset` over `items` movies (no checkpoint behind it).
+    pub fn popularity(dataset: &str, items: usize) -> Self {
+        Self {
+            architecture: "popularity".into(),
+            dataset: dataset.into(),
+            checkpoint: String::new(),
+            items,
+            max_len: 0,
+        }
+    }
+}

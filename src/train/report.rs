@@ -235,7 +235,7 @@ pub fn evaluate_checkpoints(
     }
     let mut datasets = Vec::new();
     for (version, data, members) in groups {
-        let catalogue = Catalogue::open(&database_root.join(format!("{version}.db")))?;
+        let catalogue = Catalogue::open_release(database_root, version)?;
         let dataset = build_dataset(&catalogue.interactions(data.min_rating)?, &data);
         let eval = EvalSplit::new(&dataset);
         let mut rows = vec![eval.popularity_report()];

@@ -106,7 +106,7 @@ fn named_var(varmap: &VarMap, name: &str) -> Result<Var, TrainError> {
         .ok_or_else(|| TrainError::Invalid(format!("no parameter {name}")))
 }
 
-/// Trains on the catalogue `<database_root>/<dataset>.db`.
+/// Trains on the catalogue of `opts.dataset` under `opts.database_root`.
 pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     train_with_progress(opts, &mut |_| {})
 }
@@ -117,8 +117,7 @@ pub fn train_with_progress(
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<TrainReport, TrainError> {
     opts.check()?;
-    let path = opts.database_root.join(format!("{}.db", opts.dataset));
-    let catalogue = Catalogue::open(&path)?;
+    let catalogue = Catalogue::open_release(&opts.database_root, opts.dataset)?;
     let interactions = catalogue.interactions(opts.data.min_rating)?;
     let dataset = build_dataset(&interactions, &opts.data);
     tracing::info!(

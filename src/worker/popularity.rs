@@ -1,34 +1,33 @@
-//! The popularity model: movies ranked by how often they were rated. It needs no checkpoint, so it
-//! serves as the fallback model and as the model of a catalogue nobody has trained on yet.
+//! The popularity model as a [`Scorer`]: movies ranked by how often they were rated
+//! ([`Popularity`]). It needs no checkpoint, so it is what serves when none is loaded.
 
 use std::collections::HashSet;
 
 use super::{Scorer, ScorerError};
+use crate::baseline::Popularity;
 use crate::catalogue::{Catalogue, CatalogueError};
 use crate::recommend::{ModelInfo, RecommendRequest, Recommendation, ScoredMovie};
 
 /// Ranks every catalogue movie by its rating count (ties by id), excluding the request's
 /// sequence and avoided movies.
 pub struct PopularityScorer {
-    ranking: Vec<(i64, i64)>,
+    ranking: Popularity<i64>,
     known: HashSet<i64>,
     info: ModelInfo,
 }
 
 impl PopularityScorer {
     /// From `(movie_id, rating_count)` pairs, in any order.
-    pub fn new(mut counts: Vec<(i64, i64)>, dataset: &str) -> Self {
-        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    pub fn new(counts: Vec<(i64, i64)>, dataset: &str) -> Self {
         let known = counts.iter().map(|&(id, _)| id).collect();
-        let info = ModelInfo {
-            architecture: "popularity".into(),
-            dataset: dataset.into(),
-            checkpoint: String::new(),
-            items: counts.len(),
-            max_len: 0,
-        };
+        let ranking = Popularity::new(
+            counts
+                .into_iter()
+                .map(|(id, count)| (id, u64::try_from(count).unwrap_or(0))),
+        );
+        let info = ModelInfo::popularity(dataset, ranking.len());
         Self {
-            ranking: counts,
+            ranking,
             known,
             info,
         }
@@ -36,13 +35,7 @@ impl PopularityScorer {
 
     /// Reads the rating counts of every movie in the catalogue.
     pub fn from_catalogue(catalogue: &Catalogue, dataset: &str) -> Result<Self, CatalogueError> {
-        let mut stmt = catalogue
-            .connection()
-            .prepare("SELECT movie_id, rating_count FROM movies")?;
-        let counts = stmt
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<Result<Vec<(i64, i64)>, _>>()?;
-        Ok(Self::new(counts, dataset))
+        Ok(Self::new(catalogue.rating_counts()?, dataset))
     }
 
     fn recommend_one(&self, req: &RecommendRequest) -> Recommendation {
@@ -56,10 +49,9 @@ impl PopularityScorer {
         let fallback = req.sequence.iter().all(|id| !self.known.contains(id));
         let items = self
             .ranking
-            .iter()
-            .filter(|(id, _)| !excluded.contains(id))
-            .take(req.k)
-            .map(|&(movie_id, count)| ScoredMovie {
+            .top_k(req.k, |id| !excluded.contains(&id))
+            .into_iter()
+            .map(|(movie_id, count)| ScoredMovie {
                 movie_id,
                 score: count as f32,
             })
@@ -112,5 +104,6 @@ mod tests {
         assert!(rec.fallback);
         assert_eq!(rec.items.len(), 5);
         assert_eq!(s.info().items, 5);
+        assert_eq!(s.info().architecture, "popularity");
     }
 }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use super::recognise::Recognised;
 use crate::catalogue::CatalogueError;
+use crate::config::MovieLensVersion;
 
 /// Why a dump failed. A failed dump leaves any previous catalogue untouched.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +33,37 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// The source has none of the rating files of any release.
+    #[error(
+        "{origin} holds no MovieLens release: it has none of `u.data` (ml-100k), `ratings.dat` \
+         (ml-1m, ml-10m) or `ratings.csv` (the others); pass the release's zip or folder"
+    )]
+    NotARelease { origin: String },
+    /// The files fit several releases and nothing names one of them.
+    #[error(
+        "{origin} holds one of {}, and nothing in it says which: name it with --dataset",
+        names(.candidates)
+    )]
+    Ambiguous {
+        origin: String,
+        candidates: Vec<MovieLensVersion>,
+    },
+    /// The files are not the release that was asked for.
+    #[error(
+        "{origin} holds {}, not {given} (whose files are {}): drop --dataset to load what it \
+         holds, or pass the {given} files",
+        describe(.found),
+        files_of(.given)
+    )]
+    OtherRelease {
+        origin: String,
+        given: MovieLensVersion,
+        found: Recognised,
+    },
     /// A file the release must have is absent.
-    #[error("{origin} has no `{name}`: is it really {version}?")]
+    #[error(
+        "{origin} has no `{name}`, which {version} needs: pass the whole release, its zip or folder"
+    )]
     MissingFile {
         name: String,
         origin: String,
@@ -97,5 +128,26 @@ impl DumpError {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn names(releases: &[MovieLensVersion]) -> String {
+    let names: Vec<&str> = releases.iter().map(|v| v.name()).collect();
+    names.join(", ")
+}
+
+fn describe(found: &Recognised) -> String {
+    match found {
+        Recognised::Release(v) => v.name().to_owned(),
+        Recognised::OneOf(candidates) => format!("one of {}", names(candidates)),
+    }
+}
+
+/// The rating and movie files a release is read from, for messages.
+fn files_of(release: &MovieLensVersion) -> &'static str {
+    match super::layout(*release).0 {
+        super::Format::Csv => "`movies.csv`, `ratings.csv`",
+        super::Format::Dat => "`movies.dat`, `ratings.dat`",
+        super::Format::Ml100k => "`u.item`, `u.data`",
     }
 }

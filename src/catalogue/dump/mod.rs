@@ -1,9 +1,9 @@
 //! `movierec dump`: get a MovieLens release (download, local zip or folder), parse its own
-//! format, and load it atomically into `DATABASE_ROOT/<version>.db`.
+//! format, and load it atomically into its catalogue file ([`catalogue_path`]).
 //!
-//! One module per job: [`download`] (cache and md5), [`source`] (zip or folder), one parser per
-//! release format ([`csv_format`], [`dat_format`], [`ml100k`]), and [`load`] (the SQLite build
-//! file and its rename into place).
+//! One module per job: [`download`] (cache and md5), [`source`] (zip or folder), [`recognise`]
+//! (which release a zip or folder holds), one parser per release format ([`csv_format`],
+//! [`dat_format`], [`ml100k`]), and [`load`] (the SQLite build file and its rename into place).
 
 pub mod csv_format;
 pub mod dat_format;
@@ -11,6 +11,7 @@ pub mod download;
 mod error;
 pub mod load;
 pub mod ml100k;
+mod recognise;
 pub mod records;
 pub mod source;
 
@@ -19,9 +20,11 @@ use std::time::Instant;
 
 pub use error::DumpError;
 use load::{Build, Counts};
+pub use recognise::{Recognised, recognise, release_of_source};
 use records::{RatingRow, Sink};
 use source::{Entry, Source, md5_file, md5_files};
 
+use crate::catalogue::catalogue_path;
 use crate::config::MovieLensVersion;
 
 /// What to dump and where.
@@ -31,7 +34,7 @@ pub struct DumpOptions {
     pub version: MovieLensVersion,
     /// A local zip or extracted folder to read instead of downloading.
     pub source: Option<PathBuf>,
-    /// Folder of the catalogues: the result is `<database_root>/<version>.db`.
+    /// Folder of the catalogues: the result is [`catalogue_path`]`(database_root, version)`.
     pub database_root: PathBuf,
     /// Folder where downloaded zips are cached.
     pub dataset_root: PathBuf,
@@ -90,13 +93,23 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport, DumpError> {
     let started = Instant::now();
     let name = opts.version.name();
     let (source_path, fetched) = match &opts.source {
-        Some(path) => (path.clone(), None),
+        Some(path) => {
+            let found = recognise(path)?;
+            if !found.admits(opts.version) {
+                return Err(DumpError::OtherRelease {
+                    origin: path.display().to_string(),
+                    given: opts.version,
+                    found,
+                });
+            }
+            (path.clone(), None)
+        }
         None => {
             let fetched = download::fetch(name, &opts.base_url, &opts.dataset_root)?;
             (fetched.path.clone(), Some(fetched))
         }
     };
-    let path = opts.database_root.join(format!("{name}.db"));
+    let path = catalogue_path(&opts.database_root, opts.version);
     let result = load_release(
         opts.version,
         &source_path,

@@ -102,6 +102,42 @@ impl Source {
         }
     }
 
+    /// Finds a file called `name` wherever the release keeps it: in a zip the shallowest entry
+    /// of that name; in a folder `<root>/<name>`, else `<root>/<sub>/<name>` for the first
+    /// subfolder (by name) that has it. Used to recognise a release before its layout is known.
+    pub fn find(&self, name: &str) -> Option<Entry> {
+        match self {
+            Self::Zip { .. } => self.locate("", name),
+            Self::Folder { root } => {
+                let mut subfolders: Vec<PathBuf> = std::fs::read_dir(root)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_dir())
+                    .collect();
+                subfolders.sort();
+                std::iter::once(root.clone())
+                    .chain(subfolders)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.is_file())
+                    .map(|p| Entry {
+                        key: p.display().to_string(),
+                        label: p.display().to_string(),
+                    })
+            }
+        }
+    }
+
+    /// The name of the zip file (without `.zip`) or of the folder.
+    pub fn own_name(&self) -> Option<String> {
+        let path = match self {
+            Self::Zip { path, .. } => path,
+            Self::Folder { root } => root,
+        };
+        let name = path.file_name()?.to_string_lossy();
+        Some(name.strip_suffix(".zip").unwrap_or(&name).to_owned())
+    }
+
     /// Like [`locate`](Self::locate), but a missing file is an error.
     pub fn require(&self, folder: &str, name: &str, version: &str) -> Result<Entry, DumpError> {
         self.locate(folder, name)
@@ -214,6 +250,14 @@ pub fn md5_files(paths: &[PathBuf]) -> Result<String, DumpError> {
 }
 
 impl Entry {
+    /// The name of the folder that holds the file, if it is in one (`ml-100k` for
+    /// `ml-100k/u.data`).
+    pub fn folder_name(&self) -> Option<&str> {
+        let mut parts = self.key.rsplit(['/', std::path::MAIN_SEPARATOR]);
+        parts.next()?;
+        parts.next().filter(|p| !p.is_empty())
+    }
+
     /// The file's path when the source is a folder.
     pub fn folder_path(&self, source: &Source) -> Option<PathBuf> {
         matches!(source, Source::Folder { .. }).then(|| PathBuf::from(&self.key))

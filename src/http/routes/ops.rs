@@ -77,10 +77,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         }
     };
     let catalogue = async {
-        let probe = state.catalogue.run(|c| {
-            Ok(c.connection()
-                .query_row("SELECT count(*) FROM movies", [], |r| r.get::<_, i64>(0))?)
-        });
+        let probe = state.catalogue.run(|c| c.movie_count());
         let (ok, movies, error) = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
             Ok(Ok(n)) => (true, Some(n), None),
             Ok(Err(e)) => (false, None, Some(e.to_string())),
