@@ -16,7 +16,10 @@ use movierec::recommend::{RecommendRequest, Recommender};
 use movierec::train::batch::{Cloze, cloze_batch, cloze_samples, next_item_batch};
 use movierec::train::data::{Dataset, UserHistory, build_dataset, leave_one_out, split_movie_ids};
 use movierec::train::report::EvalSplit;
-use movierec::train::{TrainOptions, train_on_dataset};
+use movierec::train::{
+    METRICS_FILE, ModelOptions, ObjectiveOptions, OptimiserOptions, ScheduleOptions, StopReason,
+    TrainOptions, TrainSettings, train_on_dataset,
+};
 use rand::SeedableRng;
 
 fn shared() -> PathBuf {
@@ -375,23 +378,39 @@ fn overfit(arch: Architecture, negatives: usize) -> (PathBuf, tempfile::TempDir)
     let items = 20;
     let dataset = cyclic_dataset(items, 60, 14);
     let root = tempfile::tempdir().unwrap();
+    let settings = TrainSettings {
+        model: ModelOptions {
+            hidden: 32,
+            layers: 1,
+            heads: 2,
+            max_len: 12,
+            dropout: 0.0,
+            ..ModelOptions::default()
+        },
+        objective: ObjectiveOptions {
+            mask_prob: 0.3,
+            last_item_prob: 0.2,
+            negatives,
+            ..ObjectiveOptions::default()
+        },
+        optimiser: OptimiserOptions {
+            lr: 5e-3,
+            batch_size: 16,
+            ..OptimiserOptions::default()
+        },
+        schedule: ScheduleOptions {
+            warmup_steps: 5,
+            epochs: 150,
+            eval_every: 10,
+            patience: 4,
+            ..ScheduleOptions::default()
+        },
+        ..TrainSettings::default()
+    };
     let opts = TrainOptions {
         checkpoint_root: root.path().to_path_buf(),
         architecture: arch,
-        hidden: 32,
-        layers: 1,
-        heads: 2,
-        max_len: 12,
-        dropout: 0.0,
-        mask_prob: 0.3,
-        last_item_prob: 0.2,
-        lr: 5e-3,
-        warmup_steps: 5,
-        batch_size: 16,
-        epochs: 150,
-        eval_every: 10,
-        patience: 4,
-        negatives,
+        settings,
         ..TrainOptions::default()
     };
     let report = train_on_dataset(&opts, &dataset, &mut |_| {}).unwrap();
@@ -404,28 +423,43 @@ fn overfit(arch: Architecture, negatives: usize) -> (PathBuf, tempfile::TempDir)
     (report.checkpoint, root)
 }
 
-/// The weights after a three-epoch run on a small cyclic dataset, trained in a rayon pool of
-/// `threads`.
-fn small_run_weights(
+/// The settings of a three-epoch run of a small model.
+fn small_settings(seed: u64) -> TrainSettings {
+    TrainSettings {
+        seed,
+        model: ModelOptions {
+            hidden: 16,
+            layers: 1,
+            heads: 2,
+            max_len: 12,
+            ..ModelOptions::default()
+        },
+        optimiser: OptimiserOptions {
+            batch_size: 8,
+            ..OptimiserOptions::default()
+        },
+        schedule: ScheduleOptions {
+            epochs: 3,
+            eval_every: 3,
+            ..ScheduleOptions::default()
+        },
+        ..TrainSettings::default()
+    }
+}
+
+/// The weights after a run with `settings` on a small cyclic dataset, trained in a rayon pool
+/// of `threads`, and the run's report.
+fn run_weights(
     arch: Architecture,
-    seed: u64,
-    label_smoothing: f32,
+    settings: TrainSettings,
     threads: usize,
-) -> Vec<u8> {
+) -> (Vec<u8>, movierec::train::TrainReport, tempfile::TempDir) {
     let dataset = cyclic_dataset(20, 40, 14);
     let root = tempfile::tempdir().unwrap();
     let opts = TrainOptions {
         checkpoint_root: root.path().to_path_buf(),
         architecture: arch,
-        hidden: 16,
-        layers: 1,
-        heads: 2,
-        max_len: 12,
-        batch_size: 8,
-        epochs: 3,
-        eval_every: 3,
-        seed,
-        label_smoothing,
+        settings,
         ..TrainOptions::default()
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -435,7 +469,14 @@ fn small_run_weights(
     let report = pool
         .install(|| train_on_dataset(&opts, &dataset, &mut |_| {}))
         .unwrap();
-    std::fs::read(report.checkpoint.join(checkpoint::WEIGHTS_FILE)).unwrap()
+    let weights = std::fs::read(report.checkpoint.join(checkpoint::WEIGHTS_FILE)).unwrap();
+    (weights, report, root)
+}
+
+/// The weights after a three-epoch run on a small cyclic dataset, trained in a rayon pool of
+/// `threads`.
+fn small_run_weights(arch: Architecture, seed: u64, threads: usize) -> Vec<u8> {
+    run_weights(arch, small_settings(seed), threads).0
 }
 
 #[test]
@@ -443,13 +484,13 @@ fn the_same_seed_repeats_a_run_exactly() {
     // Initialisation, masks, dropout and order all come from the seed; the parallel ops split
     // their work by rows, so a seed gives the same weights every time.
     for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
-        let first = small_run_weights(arch, 11, 0.0, 2);
+        let first = small_run_weights(arch, 11, 2);
         assert!(
-            first == small_run_weights(arch, 11, 0.0, 2),
+            first == small_run_weights(arch, 11, 2),
             "{arch}: same seed, other weights"
         );
         assert!(
-            first != small_run_weights(arch, 12, 0.0, 2),
+            first != small_run_weights(arch, 12, 2),
             "{arch}: another seed, same weights"
         );
     }
@@ -461,31 +502,96 @@ fn a_run_gives_the_same_weights_on_one_thread_and_on_two() {
     // threads of their own with two: the weights must not depend on which.
     for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
         assert!(
-            small_run_weights(arch, 42, 0.1, 1) == small_run_weights(arch, 42, 0.1, 2),
+            small_run_weights(arch, 42, 1) == small_run_weights(arch, 42, 2),
             "{arch}: other weights on two threads"
         );
     }
 }
 
 #[test]
-fn bad_label_smoothing_is_refused_before_training() {
+fn unusable_settings_are_refused_before_training() {
     let dataset = cyclic_dataset(20, 40, 14);
     let root = tempfile::tempdir().unwrap();
-    for (smoothing, negatives) in [(1.0, 0), (-0.1, 0), (0.1, 5)] {
+    let mut zero_batch = TrainSettings::default();
+    zero_batch.optimiser.batch_size = 0;
+    let mut bad_mask = TrainSettings::default();
+    bad_mask.objective.mask_prob = 1.5;
+    for (settings, named) in [(zero_batch, "batch size"), (bad_mask, "mask prob")] {
         let opts = TrainOptions {
             checkpoint_root: root.path().to_path_buf(),
-            label_smoothing: smoothing,
-            negatives,
+            settings,
             ..TrainOptions::default()
         };
         let err = train_on_dataset(&opts, &dataset, &mut |_| {}).unwrap_err();
-        assert!(err.to_string().contains("label smoothing"), "{err}");
+        assert!(err.to_string().contains(named), "{err}");
     }
     assert_eq!(
         std::fs::read_dir(root.path()).unwrap().count(),
         0,
         "no run directory"
     );
+}
+
+/// The learning rate follows the steps alone. Under a time budget that cuts a 1000-epoch run
+/// short, every epoch still ends at the rate of the 1000-epoch schedule (before, the budget
+/// also set where the schedule ended, so a faster machine trained another schedule). Holds
+/// however fast the machine is.
+#[test]
+fn the_schedule_depends_on_the_epochs_not_on_the_clock() {
+    let mut settings = small_settings(5);
+    settings.schedule.epochs = 1000;
+    settings.schedule.eval_every = 1;
+    settings.schedule.warmup_steps = 10;
+    settings.schedule.time_budget_secs = Some(1);
+    let (_, report, _root) = run_weights(Architecture::SasRec, settings, 1);
+    // 40 users' sequences in batches of 8: 5 steps an epoch, 5000 in the schedule.
+    let expected = |epoch: usize| {
+        let step = 5 * epoch - 1;
+        if step < 10 {
+            1e-3 * (step + 1) as f64 / 10.0
+        } else {
+            1e-3 * (1.0 - (step - 10) as f64 / 4990.0).max(0.02)
+        }
+    };
+    let text = std::fs::read_to_string(report.checkpoint.join(METRICS_FILE)).unwrap();
+    let mut epochs = 0;
+    for line in text.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let epoch = record["epoch"].as_u64().unwrap() as usize;
+        let lr = record["lr"].as_f64().unwrap();
+        // The last epoch may be cut mid-way; the others end on their last step.
+        if epoch < report.epochs_run {
+            assert!((lr - expected(epoch)).abs() < 1e-12, "epoch {epoch}: {lr}");
+        }
+        epochs += 1;
+    }
+    assert_eq!(epochs, report.epochs_run, "{report:?}");
+}
+
+/// A spent time budget cuts the run short, keeps the best checkpoint and records the cut in it.
+#[test]
+fn a_spent_budget_cuts_the_run_and_says_so() {
+    let mut settings = small_settings(5);
+    settings.schedule.time_budget_secs = Some(0);
+    let (_, report, _root) = run_weights(Architecture::SasRec, settings, 1);
+    assert_eq!(report.stopped_by, StopReason::TimeBudget);
+    assert_eq!((report.epochs_run, report.epochs_planned), (1, 3));
+    assert_eq!(report.best_epoch, 1);
+    let ck: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(report.checkpoint.join(checkpoint::CONFIG_FILE)).unwrap(),
+    )
+    .unwrap();
+    let run = &ck["metrics"]["run"];
+    assert_eq!(run["stopped_by"], "time_budget", "{ck}");
+    assert_eq!(
+        (&run["epochs_planned"], &run["last_epoch"]),
+        (&3.into(), &1.into())
+    );
+    assert_eq!(
+        ck["training"]["settings"]["schedule"]["time_budget_secs"],
+        0
+    );
+    assert!(ck["metrics"]["valid"]["ndcg_10"].is_number());
 }
 
 #[test]
@@ -554,7 +660,7 @@ fn sampled_softmax_learns_the_pattern_too() {
     let (dir, _root) = overfit(Architecture::SasRec, 5);
     let ck: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-    assert_eq!(ck["training"]["negatives"], 5);
+    assert_eq!(ck["training"]["settings"]["objective"]["negatives"], 5);
 }
 
 /// Writes a catalogue with the given movies and ratings `(user, movie, rating, timestamp)`.
@@ -794,4 +900,63 @@ fn cli_trains_evaluates_and_recommends() {
         .collect();
     assert_eq!(ids.len(), 5);
     assert!(ids.iter().all(|i| ![1, 2, 3, 4].contains(i)));
+}
+
+/// `movierec train` with only a model and a release trains the shipped preset; `--config` and
+/// flags go over it; `--print-config` shows the result without training; a bad settings file
+/// is refused naming the file and the setting.
+#[test]
+fn cli_layers_the_preset_a_config_file_and_flags() {
+    let bin = env!("CARGO_BIN_EXE_movierec");
+    let dir = tempfile::tempdir().unwrap();
+    let printed = |extra: &[&str]| {
+        let out = Command::new(bin)
+            .args(["train", "--version", "ml-100k", "--model", "sasrec"])
+            .args(extra)
+            .arg("--print-config")
+            .arg("--checkpoint-root")
+            .arg(dir.path().join("never"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        )
+    };
+    let (ok, preset, stderr) = printed(&[]);
+    assert!(ok, "{stderr}");
+    let table: toml::Table = preset.parse().unwrap();
+    assert_eq!(table["schedule"]["epochs"].as_integer(), Some(160));
+    assert_eq!(table["model"]["dropout"].as_float(), Some(0.3));
+    assert_eq!(table["data"]["sliding_step"].as_integer(), Some(200));
+    assert_eq!(table["objective"]["loss_weighting"].as_str(), Some("token"));
+    assert_eq!(table["optimiser"]["lr"].as_float(), Some(1e-3));
+
+    let config = dir.path().join("mine.toml");
+    std::fs::write(&config, "[schedule]\nepochs = 40\npatience = 3\n").unwrap();
+    let config_arg = config.to_string_lossy().into_owned();
+    let (ok, layered, stderr) = printed(&["--config", &config_arg, "--patience", "7"]);
+    assert!(ok, "{stderr}");
+    let table: toml::Table = layered.parse().unwrap();
+    assert_eq!(table["schedule"]["epochs"].as_integer(), Some(40));
+    assert_eq!(table["schedule"]["patience"].as_integer(), Some(7));
+    assert_eq!(
+        table["model"]["dropout"].as_float(),
+        Some(0.3),
+        "the preset's"
+    );
+
+    std::fs::write(&config, "[model]\nhiden = 32\n").unwrap();
+    let (ok, _, stderr) = printed(&["--config", &config_arg]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("mine.toml") && stderr.contains("hiden"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("never").exists(),
+        "--print-config trains nothing"
+    );
 }

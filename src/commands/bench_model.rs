@@ -129,16 +129,16 @@ fn bench_training(args: &ModelBenchArgs, arch: Architecture) -> anyhow::Result<(
     let catalogue = movierec::catalogue::Catalogue::open(&path)?;
     let dataset = build_dataset(&catalogue.interactions(None)?, &DataSettings::default());
     let dir = tempfile::tempdir()?;
-    let opts = TrainOptions {
+    let mut opts = TrainOptions {
         checkpoint_root: dir.path().to_path_buf(),
         architecture: arch,
-        epochs: args.epochs,
-        eval_every: usize::MAX,
-        batch_size: args
-            .batch_size
-            .unwrap_or(TrainOptions::default().batch_size),
         ..TrainOptions::default()
     };
+    opts.settings.schedule.epochs = args.epochs;
+    opts.settings.schedule.eval_every = usize::MAX;
+    if let Some(batch_size) = args.batch_size {
+        opts.settings.optimiser.batch_size = batch_size;
+    }
     let mut rates = Vec::new();
     let mut secs = Vec::new();
     let mut last = 0.0;
@@ -151,7 +151,7 @@ fn bench_training(args: &ModelBenchArgs, arch: Architecture) -> anyhow::Result<(
     })?;
     println!(
         "{arch:<8} training ml-100k, hidden 64, 2 layers, length 200, batch {}: {:.0} seq/s, {:.2} s/epoch (median of {} epochs; {:.1} s total incl. one validation)",
-        opts.batch_size,
+        opts.settings.optimiser.batch_size,
         median(&mut rates),
         median(&mut secs),
         args.epochs,

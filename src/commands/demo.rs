@@ -81,17 +81,15 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
                 root.display(),
                 args.train_secs
             );
-            let opts = TrainOptions {
-                dataset: catalogue.version,
-                architecture: args.model,
-                batch_size: args.train_batch_size,
-                eval_every: 2,
+            let mut opts = TrainOptions {
                 database_root: catalogue.database_root.clone(),
                 checkpoint_root: root.clone(),
-                time_budget_secs: Some(args.train_secs),
                 progress: std::io::stderr().is_terminal(),
-                ..TrainOptions::tuned(args.model, catalogue.version)
+                ..TrainOptions::preset(args.model, catalogue.version)?
             };
+            opts.settings.optimiser.batch_size = args.train_batch_size;
+            opts.settings.schedule.eval_every = 2;
+            opts.settings.schedule.time_budget_secs = Some(args.train_secs);
             let report = train(&opts).context("training the demo model")?;
             println!(
                 "model: {} (best epoch {}, validation NDCG@10 {:.4}, HR@10 {:.4}, {:.0} s)",

@@ -3,14 +3,21 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use anyhow::Context;
+use clap::{ArgMatches, Args, FromArgMatches};
 use movierec::config::{CatalogueSettings, CheckpointSettings};
 use movierec::model::Architecture;
-use movierec::model::checkpoint::DataSettings;
-use movierec::train::{ItemInit, LossWeighting, TrainOptions, train};
+use movierec::train::presets::{Layer, layered, to_toml};
+use movierec::train::{StopReason, TrainOptions, TrainSettings, train};
 
-/// Arguments of `movierec train`. Defaults are the tuned ones (see the README); those that
-/// depend on the model and dataset are options, filled in by [`TrainOptions::tuned`].
+/// Arguments of `movierec train`. The recipe's settings are layered: flags over `--config`,
+/// over the shipped preset of the model and release, over the built-in defaults.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Settings not given as flags come from --config FILE.toml, then from the \
+    preset shipped for the model and release (resources/presets/<model>-<release>.toml), then \
+    from the built-in defaults; --print-config shows what a run would use."
+)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub catalogue: CatalogueSettings,
@@ -19,179 +26,117 @@ pub struct TrainArgs {
     /// Model type.
     #[arg(long, value_enum, default_value = "bert4rec")]
     pub model: Architecture,
-    /// Maximum number of epochs.
-    #[arg(long, default_value_t = 200)]
-    pub epochs: usize,
-    /// Hidden size.
-    #[arg(long, default_value_t = 64)]
-    pub hidden: usize,
-    /// Transformer blocks.
-    #[arg(long, default_value_t = 2)]
-    pub layers: usize,
-    /// Attention heads.
-    #[arg(long, default_value_t = 2)]
-    pub heads: usize,
-    /// Longest input sequence ([MASK] included).
-    #[arg(long, default_value_t = 200)]
-    pub max_len: usize,
-    /// Dropout probability [default: 0.1; SASRec on ml-100k: 0.3].
+    /// A TOML file of settings (the groups of `--print-config`), over the preset.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Print the settings the run would use, as TOML, and exit without training.
     #[arg(long)]
-    pub dropout: Option<f32>,
-    /// Probability that an item is masked (BERT4Rec).
-    #[arg(long, default_value_t = 0.2)]
-    pub mask_prob: f64,
-    /// Fraction of sequences that must predict their last item (BERT4Rec).
-    #[arg(long, default_value_t = 0.5)]
-    pub last_item_prob: f64,
-    /// Cut those sequences at a random length and keep their random masks (true), or mask
-    /// only their last item (false) (BERT4Rec).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub last_item_cut: bool,
-    /// Peak learning rate (AdamW).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// AdamW weight decay (matrices only).
-    #[arg(long, default_value_t = 0.01)]
-    pub weight_decay: f64,
-    /// AdamW's first-moment decay (beta1).
-    #[arg(long, default_value_t = 0.9)]
-    pub adam_beta1: f64,
-    /// AdamW's second-moment decay (beta2).
-    #[arg(long, default_value_t = 0.999)]
-    pub adam_beta2: f64,
-    /// Linear warm-up steps.
-    #[arg(long, default_value_t = 100)]
-    pub warmup_steps: usize,
-    /// Global gradient-norm clip.
-    #[arg(long, default_value_t = 5.0)]
-    pub clip_norm: f64,
-    /// Sequences per batch.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Evaluate on validation every N epochs.
-    #[arg(long, default_value_t = 5)]
-    pub eval_every: usize,
-    /// Stop after this many evaluations without improvement.
-    #[arg(long, default_value_t = 5)]
-    pub patience: usize,
-    /// Random seed (initialisation, masking, dropout, order).
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Sampled softmax over N uniformly drawn negatives per batch instead of all items (0: full
-    /// softmax); bounds training memory on large catalogues (ml-25m scale).
-    #[arg(long, default_value_t = 0)]
-    pub negatives: usize,
-    /// Also train on older windows of long histories, every N items (0: off) [default: 0;
-    /// SASRec on ml-100k: 200].
-    #[arg(long)]
-    pub sliding_step: Option<usize>,
-    /// Label smoothing of the cross-entropy (full softmax only), in [0, 1).
-    #[arg(long, default_value_t = 0.0)]
-    pub label_smoothing: f32,
-    /// How the loss positions of one step weigh against another's: `token` (every position
-    /// the same over the run) or `batch` (every step's mean the same) [default: batch;
-    /// ml-100k: token].
-    #[arg(long, value_enum)]
-    pub loss_weighting: Option<LossWeighting>,
-    /// Where the item embeddings start: `random`, or `cooccurrence` (the leading eigenvectors
-    /// of the training sequences' co-occurrence counts of items at most three apart) [default:
-    /// random; BERT4Rec on ml-latest-small: cooccurrence].
-    #[arg(long, value_enum)]
-    pub item_init: Option<ItemInit>,
-    /// The item embeddings' learning rate as a multiple of `--lr` [default: 1; BERT4Rec on
-    /// ml-latest-small: 0.1].
-    #[arg(long)]
-    pub item_lr_scale: Option<f64>,
-    /// Stop after this many seconds of wall-clock time, keeping the best checkpoint.
-    #[arg(long)]
-    pub time_budget_secs: Option<u64>,
+    pub print_config: bool,
     /// Continue from this checkpoint directory.
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Keep only ratings at or above this value (default: all).
-    #[arg(long)]
-    pub min_rating: Option<f32>,
-    /// Drop users with fewer interactions.
-    #[arg(long, default_value_t = 5)]
-    pub min_seq_len: usize,
-    /// Drop movies with fewer interactions (done first).
-    #[arg(long, default_value_t = 1)]
-    pub min_item_count: usize,
+    #[command(flatten)]
+    pub flags: SettingFlags,
+}
+
+/// The settings given on the command line: every field of [`TrainSettings`] as an optional
+/// flag, applied over the lower layers with clap's own update (only flags actually given).
+#[derive(Debug, Clone)]
+pub struct SettingFlags(ArgMatches);
+
+impl Args for SettingFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        TrainSettings::augment_args_for_update(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        TrainSettings::augment_args_for_update(cmd)
+    }
+}
+
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(matches.clone()))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0 = matches.clone();
+        Ok(())
+    }
+}
+
+impl SettingFlags {
+    /// `settings` with the flags given on the command line put over them.
+    fn apply(&self, mut settings: TrainSettings) -> Result<TrainSettings, clap::Error> {
+        settings.update_from_arg_matches(&self.0)?;
+        Ok(settings)
+    }
 }
 
 impl TrainArgs {
-    /// The run's settings: the flags given, and the model's and dataset's tuned values for the
-    /// others.
-    pub fn options(self) -> TrainOptions {
-        let tuned = TrainOptions::tuned(self.model, self.catalogue.version);
-        TrainOptions {
-            dataset: self.catalogue.version,
-            database_root: self.catalogue.database_root,
-            checkpoint_root: self.checkpoints.checkpoint_root,
-            architecture: self.model,
-            hidden: self.hidden,
-            layers: self.layers,
-            heads: self.heads,
-            max_len: self.max_len,
-            dropout: self.dropout.unwrap_or(tuned.dropout),
-            mask_prob: self.mask_prob,
-            last_item_prob: self.last_item_prob,
-            last_item_cut: self.last_item_cut,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            adam_beta1: self.adam_beta1,
-            adam_beta2: self.adam_beta2,
-            warmup_steps: self.warmup_steps,
-            clip_norm: self.clip_norm,
-            batch_size: self.batch_size,
-            epochs: self.epochs,
-            eval_every: self.eval_every,
-            patience: self.patience,
-            seed: self.seed,
-            negatives: self.negatives,
-            sliding_step: self.sliding_step.unwrap_or(tuned.sliding_step),
-            label_smoothing: self.label_smoothing,
-            loss_weighting: self.loss_weighting.unwrap_or(tuned.loss_weighting),
-            item_init: self.item_init.unwrap_or(tuned.item_init),
-            item_lr_scale: self.item_lr_scale.unwrap_or(tuned.item_lr_scale),
-            time_budget_secs: self.time_budget_secs,
-            resume: self.resume,
-            data: DataSettings {
-                min_rating: self.min_rating,
-                min_seq_len: self.min_seq_len,
-                min_item_count: self.min_item_count,
-            },
-            progress: std::io::stderr().is_terminal(),
+    /// The run's options: the settings layered from the preset, `--config` and the flags.
+    pub fn options(&self) -> anyhow::Result<TrainOptions> {
+        let (architecture, dataset) = (self.model, self.catalogue.version);
+        let mut layers = Vec::new();
+        match Layer::preset(architecture, dataset) {
+            Some(preset) => layers.push(preset),
+            None => tracing::info!(
+                model = %architecture,
+                dataset = %dataset,
+                "no preset for this model and release: the built-in defaults"
+            ),
         }
+        if let Some(path) = &self.config {
+            layers.push(Layer::file(path)?);
+        }
+        let settings = self
+            .flags
+            .apply(layered(&layers)?)
+            .context("applying the command line's settings")?;
+        Ok(TrainOptions {
+            dataset,
+            database_root: self.catalogue.database_root.clone(),
+            checkpoint_root: self.checkpoints.checkpoint_root.clone(),
+            architecture,
+            resume: self.resume.clone(),
+            progress: std::io::stderr().is_terminal(),
+            settings,
+        })
     }
 }
 
 /// Runs `movierec train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let opts = args.options();
+    let opts = args.options()?;
+    if args.print_config {
+        print!("{}", to_toml(&opts.settings)?);
+        return Ok(());
+    }
+    opts.settings.check()?;
     tracing::info!(
         model = %opts.architecture,
-        dropout = %opts.dropout,
-        sliding_step = opts.sliding_step,
-        loss_weighting = ?opts.loss_weighting,
-        item_init = ?opts.item_init,
-        item_lr_scale = opts.item_lr_scale,
+        dataset = %opts.dataset,
+        epochs = opts.settings.schedule.epochs,
+        settings = %serde_json::to_string(&opts.settings).unwrap_or_default(),
         "training settings"
     );
     let report = train(&opts)?;
+    let ending = match report.stopped_by {
+        StopReason::Schedule => String::new(),
+        StopReason::EarlyStop => " (early stop)".into(),
+        StopReason::TimeBudget => format!(
+            " (time budget reached: the schedule of {} epochs was cut short)",
+            report.epochs_planned
+        ),
+    };
     println!(
-        "checkpoint {}\nbest epoch {} valid NDCG@10 {:.4} HR@10 {:.4}, {} epochs in {:.1} s{}",
+        "checkpoint {}\nbest epoch {} valid NDCG@10 {:.4} HR@10 {:.4}, {} epochs in {:.1} s{ending}",
         report.checkpoint.display(),
         report.best_epoch,
         report.best_valid_ndcg10,
         report.best_valid_hr10,
         report.epochs_run,
         report.seconds,
-        if report.stopped_by_budget {
-            " (time budget reached)"
-        } else {
-            ""
-        }
     );
     Ok(())
 }
@@ -199,8 +144,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use movierec::train::{ItemInit, LossWeighting, TrainOptions};
 
-    use super::{ItemInit, LossWeighting, TrainArgs};
+    use super::TrainArgs;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -208,18 +154,18 @@ mod tests {
         args: TrainArgs,
     }
 
-    fn options(flags: &[&str]) -> movierec::train::TrainOptions {
+    fn options(flags: &[&str]) -> anyhow::Result<TrainOptions> {
         let argv = std::iter::once("train").chain(flags.iter().copied());
-        Cli::parse_from(argv).args.options()
+        Cli::try_parse_from(argv)?.args.options()
     }
 
+    /// Flags win over the preset, which wins over the defaults; a flag not given leaves the
+    /// preset's value.
     #[test]
-    fn unset_flags_take_the_model_and_dataset_defaults_and_given_flags_win() {
-        let sasrec = options(&["--model", "sasrec", "--version", "ml-100k"]);
-        assert_eq!((sasrec.dropout, sasrec.sliding_step), (0.3, 200));
-        let bert = options(&["--model", "bert4rec", "--version", "ml-100k"]);
-        assert_eq!((bert.dropout, bert.sliding_step), (0.1, 0));
-        assert_eq!(bert.loss_weighting, LossWeighting::Token);
+    fn flags_over_the_preset_over_the_defaults() -> anyhow::Result<()> {
+        let sasrec = options(&["--model", "sasrec", "--version", "ml-100k"])?.settings;
+        assert_eq!((sasrec.model.dropout, sasrec.data.sliding_step), (0.3, 200));
+        assert_eq!(sasrec.schedule.epochs, 160);
         let given = options(&[
             "--model",
             "sasrec",
@@ -229,23 +175,63 @@ mod tests {
             "0.2",
             "--sliding-step",
             "0",
-        ]);
-        assert_eq!((given.dropout, given.sliding_step), (0.2, 0));
+            "--time-budget-secs",
+            "60",
+            "--min-rating",
+            "3.5",
+        ])?
+        .settings;
+        assert_eq!((given.model.dropout, given.data.sliding_step), (0.2, 0));
+        assert_eq!(given.objective.loss_weighting, LossWeighting::Token);
+        assert_eq!(given.schedule.epochs, 160);
+        assert_eq!(given.schedule.time_budget_secs, Some(60));
+        assert_eq!(given.data.min_rating, Some(3.5));
         assert_eq!(given.seed, 42);
-        assert_eq!(given.loss_weighting, LossWeighting::Token);
-        let batch = options(&["--version", "ml-100k", "--loss-weighting", "batch"]);
-        assert_eq!(batch.loss_weighting, LossWeighting::Batch);
-        let small = options(&["--version", "ml-latest-small"]);
-        assert_eq!(small.loss_weighting, LossWeighting::Batch);
-        assert_eq!(small.item_init, ItemInit::Cooccurrence);
-        assert_eq!(bert.item_init, ItemInit::Random);
-        let sasrec_small = options(&["--model", "sasrec", "--version", "ml-latest-small"]);
-        assert_eq!(sasrec_small.item_init, ItemInit::Random);
-        let random = options(&["--version", "ml-latest-small", "--item-init", "random"]);
-        assert_eq!(random.item_init, ItemInit::Random);
-        assert_eq!(small.item_lr_scale, 0.1);
-        assert_eq!((bert.item_lr_scale, sasrec_small.item_lr_scale), (1.0, 1.0));
-        let scaled = options(&["--version", "ml-latest-small", "--item-lr-scale", "1"]);
-        assert_eq!(scaled.item_lr_scale, 1.0);
+        let small = options(&["--version", "ml-latest-small"])?.settings;
+        assert_eq!(small.model.item_init, ItemInit::Cooccurrence);
+        assert_eq!(small.optimiser.item_lr_scale, 0.1);
+        let random = options(&["--version", "ml-latest-small", "--item-init", "random"])?;
+        assert_eq!(random.settings.model.item_init, ItemInit::Random);
+        assert_eq!(random.settings.optimiser.item_lr_scale, 0.1);
+        let uncut = options(&["--last-item-cut", "false", "--loss-weighting", "batch"])?;
+        assert!(!uncut.settings.objective.last_item_cut);
+        assert_eq!(
+            uncut.settings.objective.loss_weighting,
+            LossWeighting::Batch
+        );
+        Ok(())
+    }
+
+    /// `--config` sits between the preset and the flags.
+    #[test]
+    fn a_config_file_sits_between_the_preset_and_the_flags() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("mine.toml");
+        std::fs::write(&path, "seed = 7\n[model]\ndropout = 0.25\nhidden = 32\n")?;
+        let file = path.to_string_lossy().into_owned();
+        let argv = [
+            "--model",
+            "sasrec",
+            "--version",
+            "ml-100k",
+            "--config",
+            file.as_str(),
+        ];
+        let from_file = options(&argv)?.settings;
+        assert_eq!((from_file.seed, from_file.model.hidden), (7, 32));
+        assert_eq!(from_file.model.dropout, 0.25);
+        assert_eq!(from_file.data.sliding_step, 200, "the preset's");
+        let mut with_flag = argv.to_vec();
+        with_flag.extend(["--hidden", "16"]);
+        assert_eq!(options(&with_flag)?.settings.model.hidden, 16);
+        Ok(())
+    }
+
+    /// Flags that lost their measurements are gone.
+    #[test]
+    fn removed_flags_are_refused() {
+        for flag in ["--adam-beta1", "--adam-beta2", "--label-smoothing"] {
+            assert!(options(&[flag, "0.5"]).is_err(), "{flag}");
+        }
     }
 }

@@ -37,13 +37,6 @@ pub enum ItemInit {
     Cooccurrence,
 }
 
-impl ItemInit {
-    /// What runs saved before the option existed used.
-    pub fn before_the_option() -> Self {
-        Self::Random
-    }
-}
-
 /// The symmetric co-occurrence counts of the training sequences, `items × items`.
 pub fn cooccurrence_counts(
     split: &[SplitUser],

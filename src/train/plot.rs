@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::EpochRecord;
+use super::run_dir::EpochRecord;
 
 /// Draws `records` into `path`. Without usable fonts the charts are drawn without labels.
 pub fn training_curve(records: &[EpochRecord], path: &Path) -> Result<(), String> {
