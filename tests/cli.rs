@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use movierec::config::MovieLensVersion;
+
+#[path = "support/movielens.rs"]
+mod movielens;
 /// Longest a spawned server may take to do what a test waits for.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn ml100k() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/movielens/ml-100k")
+    movielens::movielens(MovieLensVersion::Ml100k)
 }
 
 /// `movierec <args>` in `cwd` with only the given environment (no `.env` above a temp dir).
