@@ -13,9 +13,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use movielens::movielens;
 use movierec::catalogue::Movie;
 use movierec::config::MovieLensVersion;
-use movielens::movielens;
 use server::FileServer;
 use support::*;
 
@@ -27,7 +27,12 @@ fn small_catalogue() -> &'static PathBuf {
             .join(format!("catalogue-small-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        let out = dump_source(&root, "ml-latest-small", &movielens(MovieLensVersion::LatestSmall), &root);
+        let out = dump_source(
+            &root,
+            "ml-latest-small",
+            &movielens(MovieLensVersion::LatestSmall),
+            &root,
+        );
         assert!(out.contains("ratings  100836"), "{out}");
         root
     })
@@ -209,7 +214,12 @@ fn any_user_text_is_safe() {
 #[test]
 fn ml_100k_dump_has_the_release_counts_and_decodes_accents() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dump_source(dir.path(), "ml-100k", &movielens(MovieLensVersion::Ml100k), dir.path());
+    let out = dump_source(
+        dir.path(),
+        "ml-100k",
+        &movielens(MovieLensVersion::Ml100k),
+        dir.path(),
+    );
     assert!(out.contains("movies   1682"), "{out}");
     let db = dir.path().join("ml-100k.db");
     assert_eq!(scalar(&db, "SELECT count(*) FROM movies"), 1682);

@@ -158,8 +158,7 @@ async fn a_person_walks_through_the_demo_page() {
     let root = dir.path();
 
     let mut dump = movierec(root);
-    dump.args(["dump", "--source"])
-        .arg(latest_small());
+    dump.args(["dump", "--source"]).arg(latest_small());
     run_ok(dump);
     let mut train = movierec(root);
     train.args([

@@ -765,9 +765,19 @@ fn split_matches_the_reference_split_on_both_datasets() {
             .join(&file);
         if let Ok(text) = std::fs::read_to_string(&reference) {
             for (i, (a, b)) in ours.lines().zip(text.lines()).enumerate() {
-                assert_eq!(a, b, "{name}: line {} differs from {}", i + 1, reference.display());
+                assert_eq!(
+                    a,
+                    b,
+                    "{name}: line {} differs from {}",
+                    i + 1,
+                    reference.display()
+                );
             }
-            assert_eq!(ours.lines().count(), text.lines().count(), "{name}: user count");
+            assert_eq!(
+                ours.lines().count(),
+                text.lines().count(),
+                "{name}: user count"
+            );
         }
         assert_eq!(
             hex::encode(Sha256::digest(ours.as_bytes())),

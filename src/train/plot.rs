@@ -124,10 +124,16 @@ mod tests {
         // band above the chart, where nothing else is drawn.
         for panel_x in [0, 500] {
             let caption = dark_pixels(&img, (panel_x + 100, panel_x + 400), (0, 30));
-            assert!(caption > 50, "panel at x={panel_x}: caption has {caption} dark pixels");
+            assert!(
+                caption > 50,
+                "panel at x={panel_x}: caption has {caption} dark pixels"
+            );
             // The y tick labels sit left of the axis (x = 60), where no line is drawn.
             let ticks = dark_pixels(&img, (panel_x + 10, panel_x + 48), (40, 340));
-            assert!(ticks > 50, "panel at x={panel_x}: y labels have {ticks} dark pixels");
+            assert!(
+                ticks > 50,
+                "panel at x={panel_x}: y labels have {ticks} dark pixels"
+            );
         }
         // The picture is not one dark blot: most of it is the white background.
         let dark = dark_pixels(&img, (0, 1000), (0, 400));

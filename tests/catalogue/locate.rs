@@ -15,8 +15,16 @@ use crate::support::{md5_hex, names_in, zip_folder};
 fn fake_release(dir: &Path) -> PathBuf {
     let folder = dir.join("made").join("ml-100k");
     std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("u.data"), "1\t10\t4\t881250949\n2\t20\t3\t891717742\n").unwrap();
-    std::fs::write(folder.join("u.item"), "10|Made Up (1999)|01-Jan-1999||x|0|0\n").unwrap();
+    std::fs::write(
+        folder.join("u.data"),
+        "1\t10\t4\t881250949\n2\t20\t3\t891717742\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("u.item"),
+        "10|Made Up (1999)|01-Jan-1999||x|0\n",
+    )
+    .unwrap();
     std::fs::write(folder.join("u.genre"), "unknown|0\n\n").unwrap();
     folder
 }
@@ -192,9 +200,7 @@ fn movielens_data_comes_first_and_alone() {
     assert_eq!(locator.release(MovieLensVersion::Ml100k).unwrap(), made);
 
     // Set but lacking the release: an error naming it, not the folder beside.
-    let err = locator
-        .release(MovieLensVersion::LatestSmall)
-        .unwrap_err();
+    let err = locator.release(MovieLensVersion::LatestSmall).unwrap_err();
     assert!(matches!(err, LocateError::NotInData { .. }), "{err:?}");
     assert!(
         err.to_string()

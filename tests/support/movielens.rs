@@ -13,7 +13,9 @@ pub fn movielens(version: MovieLensVersion) -> PathBuf {
     type Found = Vec<(MovieLensVersion, Result<PathBuf, String>)>;
     static FOUND: Mutex<Found> = Mutex::new(Vec::new());
     // Held across a download, so the tests of one binary fetch each release once.
-    let mut found = FOUND.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut found = FOUND
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let result = match found.iter().find(|(v, _)| *v == version) {
         Some((_, result)) => result.clone(),
         None => {
