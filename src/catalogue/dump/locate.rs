@@ -82,7 +82,7 @@ pub enum LocateError {
         cache: PathBuf,
         base_url: String,
         #[source]
-        source: DumpError,
+        source: Box<DumpError>,
     },
 }
 
@@ -145,7 +145,7 @@ impl Locator {
                 beside,
                 cache: self.cache.clone(),
                 base_url: base_url.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 
