@@ -2,6 +2,9 @@
 //! `serve --embedded`, `worker`) against a real `redis-server` on a free port and a real
 //! catalogue built from ml-100k. One test binary; helpers and groups live in `tests/api/`.
 
+#[path = "support/movielens.rs"]
+mod movielens;
+
 mod api {
     pub mod helpers;
 

@@ -1,6 +1,10 @@
-//! Integration tests of `movierec dump` and `movierec search`, on the real binary and the shared
-//! MovieLens folders (`../shared/data/movielens`).
+//! Integration tests of `movierec dump` and `movierec search`, on the real binary and the
+//! MovieLens folders found by `support/movielens.rs`; and of that locator itself.
 
+#[path = "catalogue/locate.rs"]
+mod locate;
+#[path = "support/movielens.rs"]
+mod movielens;
 #[path = "catalogue/server.rs"]
 mod server;
 #[path = "catalogue/support.rs"]
@@ -9,11 +13,13 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use movielens::movielens;
 use movierec::catalogue::Movie;
+use movierec::config::MovieLensVersion;
 use server::FileServer;
 use support::*;
 
-/// The ml-latest-small catalogue, dumped once from the shared folder for all search tests.
+/// The ml-latest-small catalogue, dumped once from the located folder for all search tests.
 fn small_catalogue() -> &'static PathBuf {
     static DB: OnceLock<PathBuf> = OnceLock::new();
     DB.get_or_init(|| {
@@ -21,7 +27,12 @@ fn small_catalogue() -> &'static PathBuf {
             .join(format!("catalogue-small-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        let out = dump_source(&root, "ml-latest-small", &shared("ml-latest-small"), &root);
+        let out = dump_source(
+            &root,
+            "ml-latest-small",
+            &movielens(MovieLensVersion::LatestSmall),
+            &root,
+        );
         assert!(out.contains("ratings  100836"), "{out}");
         root
     })
@@ -203,7 +214,12 @@ fn any_user_text_is_safe() {
 #[test]
 fn ml_100k_dump_has_the_release_counts_and_decodes_accents() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dump_source(dir.path(), "ml-100k", &shared("ml-100k"), dir.path());
+    let out = dump_source(
+        dir.path(),
+        "ml-100k",
+        &movielens(MovieLensVersion::Ml100k),
+        dir.path(),
+    );
     assert!(out.contains("movies   1682"), "{out}");
     let db = dir.path().join("ml-100k.db");
     assert_eq!(scalar(&db, "SELECT count(*) FROM movies"), 1682);
@@ -244,14 +260,14 @@ fn dumping_twice_gives_the_same_catalogue() {
     dump_source(
         dir.path(),
         "ml-latest-small",
-        &shared("ml-latest-small"),
+        &movielens(MovieLensVersion::LatestSmall),
         dir.path(),
     );
     let first = content_digest(&db);
     dump_source(
         dir.path(),
         "ml-latest-small",
-        &shared("ml-latest-small"),
+        &movielens(MovieLensVersion::LatestSmall),
         dir.path(),
     );
     assert_eq!(content_digest(&db), first);
@@ -317,7 +333,7 @@ fn assert_failed_cleanly(
 #[test]
 fn download_verifies_md5_uses_the_cache_and_keeps_the_old_catalogue_on_failure() {
     let server = FileServer::start();
-    let zip = zip_folder(&shared("ml-latest-small"), "ml-latest-small");
+    let zip = zip_folder(&movielens(MovieLensVersion::LatestSmall), "ml-latest-small");
     let good_md5 = md5_hex(&zip);
     server.put("/ml-latest-small.zip", Some(zip.clone()));
     server.put(
@@ -424,7 +440,7 @@ fn bad_sources_fail_with_the_file_and_line() {
     let partial = dir.path().join("partial");
     std::fs::create_dir(&partial).unwrap();
     std::fs::copy(
-        shared("ml-latest-small").join("movies.csv"),
+        movielens(MovieLensVersion::LatestSmall).join("movies.csv"),
         partial.join("movies.csv"),
     )
     .unwrap();
@@ -447,7 +463,7 @@ fn bad_sources_fail_with_the_file_and_line() {
 
     // A malformed rating line: the error names the file and the line.
     let broken = dir.path().join("broken");
-    copy_folder(&shared("ml-latest-small"), &broken);
+    copy_folder(&movielens(MovieLensVersion::LatestSmall), &broken);
     let ratings = std::fs::read_to_string(broken.join("ratings.csv")).unwrap();
     let mut lines: Vec<&str> = ratings.lines().collect();
     lines[500] = "7,1,four,964982703";
@@ -489,7 +505,7 @@ fn bad_sources_fail_with_the_file_and_line() {
             "--version",
             "ml-1m",
             "--source",
-            shared("ml-latest-small").to_str().unwrap(),
+            movielens(MovieLensVersion::LatestSmall).to_str().unwrap(),
             "--database-root",
             db_arg,
         ],

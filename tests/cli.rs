@@ -8,12 +8,33 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
 /// Longest a spawned server may take to do what a test waits for.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn ml100k() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/movielens/ml-100k")
+/// A small release in ml-100k's layout (`u.genre`, `u.item`, `u.data`), made up in `dir`: 20
+/// movies, 30 users with 8 ratings each. What these tests check needs the layout, not the data.
+fn small_ml100k(dir: &Path) -> PathBuf {
+    let folder = dir.join("ml-100k-shaped");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("u.genre"), "unknown|0\nAction|1\nComedy|2\n\n").unwrap();
+    let movies: String = (1..=20)
+        .map(|m| {
+            format!(
+                "{m}|Movie {m} (19{})|01-Jan-19{}||http://x|0|{}|{}\n",
+                70 + m,
+                70 + m,
+                m % 2,
+                1 - m % 2
+            )
+        })
+        .collect();
+    std::fs::write(folder.join("u.item"), movies).unwrap();
+    let ratings: String = (1..=30)
+        .flat_map(|u| (0..8).map(move |j| (u, (u * 3 + j) % 20 + 1, j)))
+        .map(|(u, m, j)| format!("{u}\t{m}\t{}\t{}\n", 1 + (u + j) % 5, 880_000_000 + 60 * j))
+        .collect();
+    std::fs::write(folder.join("u.data"), ratings).unwrap();
+    folder
 }
 
 /// `movierec <args>` in `cwd` with only the given environment (no `.env` above a temp dir).
@@ -52,14 +73,15 @@ fn error_lines(text: &str) -> Vec<&str> {
     text.lines().filter(|l| l.starts_with("error:")).collect()
 }
 
-/// Dumps the shared ml-100k into `root` (recognised from its files).
+/// Dumps [`small_ml100k`] into `root` (recognised from its files).
 fn dump_ml100k(root: &Path) {
+    let source = small_ml100k(root);
     let out = run(
         root,
         &[
             "dump",
             "--source",
-            ml100k().to_str().unwrap(),
+            source.to_str().unwrap(),
             "--database-root",
             root.to_str().unwrap(),
         ],
@@ -157,7 +179,7 @@ fn an_error_and_its_causes_are_printed_once() {
 fn dump_recognises_the_release_from_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
-    let source = ml100k();
+    let source = small_ml100k(dir.path());
     // `.env`'s release gives way to what the files hold.
     let out = run(
         dir.path(),

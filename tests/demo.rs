@@ -2,7 +2,7 @@
 //! the sequence and the avoided list, set K, submit, walk one recommendation, clear.
 //!
 //! Needs Debian's `chromium` and `chromedriver` (`.ci/run` installs them). It runs against the
-//! real binary in embedded mode, over a catalogue dumped from the shared ml-latest-small and a
+//! real binary in embedded mode, over a catalogue dumped from ml-latest-small (found by `support/movielens.rs`) and a
 //! tiny checkpoint trained in the test, with `RECSYS_SECRET` set so the page is shown to work
 //! without the secret ever reaching the browser.
 
@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator, elements::Element};
 use hyper_util::client::legacy::connect::HttpConnector;
+use movierec::config::MovieLensVersion;
+
+#[path = "support/movielens.rs"]
+mod movielens;
 
 const SECRET: &str = "browser-test-secret-5b1f";
 
@@ -34,8 +38,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/movielens")
+fn latest_small() -> PathBuf {
+    movielens::movielens(MovieLensVersion::LatestSmall)
 }
 
 fn movierec(root: &Path) -> Command {
@@ -154,8 +158,7 @@ async fn a_person_walks_through_the_demo_page() {
     let root = dir.path();
 
     let mut dump = movierec(root);
-    dump.args(["dump", "--source"])
-        .arg(shared().join("ml-latest-small"));
+    dump.args(["dump", "--source"]).arg(latest_small());
     run_ok(dump);
     let mut train = movierec(root);
     train.args([
@@ -330,7 +333,7 @@ fn start_demo(root: &Path, log: &Path) -> (Reaper, f64, u16) {
         let port = free_port();
         let mut demo = movierec(root);
         demo.args(["demo", "--train-secs", "10", "--source"])
-            .arg(shared().join("ml-latest-small"))
+            .arg(latest_small())
             .env("RECSYS_HOST", "127.0.0.1")
             .env("RECSYS_PORT", port.to_string())
             .stdout(std::fs::File::create(log).unwrap())

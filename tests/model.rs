@@ -21,10 +21,10 @@ use movierec::train::{
     TrainOptions, TrainSettings, train_on_dataset,
 };
 use rand::SeedableRng;
+use sha2::{Digest, Sha256};
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
+#[path = "support/movielens.rs"]
+mod movielens;
 
 fn tiny_cfg(architecture: Architecture, items: usize) -> ModelConfig {
     ModelConfig {
@@ -687,13 +687,13 @@ fn load_catalogue(dest: &Path, movies: &[i64], ratings: &[(i64, i64, f64, i64)])
     tx.commit().unwrap();
 }
 
-/// Ratings `(user, movie, rating, timestamp)` of a shared MovieLens release.
-fn shared_ratings(version: &str) -> Vec<(i64, i64, f64, i64)> {
-    let dir = shared().join("data/movielens").join(version);
-    let (file, sep, skip) = if version == "ml-100k" {
-        ("u.data", '\t', 0)
-    } else {
-        ("ratings.csv", ',', 1)
+/// Ratings `(user, movie, rating, timestamp)` of a MovieLens release (ml-100k or
+/// ml-latest-small), read straight from its file.
+fn release_ratings(version: MovieLensVersion) -> Vec<(i64, i64, f64, i64)> {
+    let dir = movielens::movielens(version);
+    let (file, sep, skip) = match version {
+        MovieLensVersion::Ml100k => ("u.data", '\t', 0),
+        _ => ("ratings.csv", ',', 1),
     };
     let text = std::fs::read_to_string(dir.join(file)).unwrap();
     text.lines()
@@ -717,39 +717,73 @@ fn movies_of(ratings: &[(i64, i64, f64, i64)]) -> Vec<i64> {
     m
 }
 
+/// The split in the format of the reference split files: one JSON object a line, users in
+/// ascending order, `{"user": u, "train": [..], "valid": v, "test": t}`.
+fn split_text(split: &HashMap<i64, (Vec<i64>, i64, i64)>) -> String {
+    let mut users: Vec<&i64> = split.keys().collect();
+    users.sort_unstable();
+    let mut text = String::new();
+    for user in users {
+        let (train, valid, test) = &split[user];
+        let train: Vec<String> = train.iter().map(i64::to_string).collect();
+        text.push_str(&format!(
+            "{{\"user\": {user}, \"train\": [{}], \"valid\": {valid}, \"test\": {test}}}\n",
+            train.join(", ")
+        ));
+    }
+    text
+}
+
+/// The sha256 recorded for `file` in `resources/splits/SHA256SUMS` (`sha256sum` output over
+/// the reference split files).
+fn recorded_sha256(file: &str) -> String {
+    let sums = include_str!("../resources/splits/SHA256SUMS");
+    sums.lines()
+        .find_map(|line| {
+            let (sum, name) = line.split_once("  ")?;
+            (name == file).then(|| sum.to_owned())
+        })
+        .unwrap_or_else(|| panic!("resources/splits/SHA256SUMS has no line for {file}"))
+}
+
 #[test]
-fn split_matches_the_shared_split_on_both_datasets() {
-    for version in ["ml-100k", "ml-latest-small"] {
-        let ratings = shared_ratings(version);
+fn split_matches_the_reference_split_on_both_datasets() {
+    for version in [MovieLensVersion::Ml100k, MovieLensVersion::LatestSmall] {
+        let name = version.name();
+        let ratings = release_ratings(version);
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("c.db");
         load_catalogue(&db, &movies_of(&ratings), &ratings);
         let cat = Catalogue::open(&db).unwrap();
         let ds = build_dataset(&cat.interactions(None).unwrap(), &DataSettings::default());
-        let ours = split_movie_ids(&leave_one_out(&ds), &ds.vocab);
-        let path = shared()
-            .join("data/splits")
-            .join(format!("{version}.jsonl"));
-        let text = std::fs::read_to_string(path).unwrap();
-        let mut users = 0;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let user = v["user"].as_i64().unwrap();
-            let train: Vec<i64> = v["train"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect();
-            let expected = (
-                train,
-                v["valid"].as_i64().unwrap(),
-                v["test"].as_i64().unwrap(),
+        let ours = split_text(&split_movie_ids(&leave_one_out(&ds), &ds.vocab));
+        let file = format!("{name}.jsonl");
+
+        // Where the reference files are at hand, a difference is shown by its first line.
+        let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/data/splits")
+            .join(&file);
+        if let Ok(text) = std::fs::read_to_string(&reference) {
+            for (i, (a, b)) in ours.lines().zip(text.lines()).enumerate() {
+                assert_eq!(
+                    a,
+                    b,
+                    "{name}: line {} differs from {}",
+                    i + 1,
+                    reference.display()
+                );
+            }
+            assert_eq!(
+                ours.lines().count(),
+                text.lines().count(),
+                "{name}: user count"
             );
-            assert_eq!(ours.get(&user), Some(&expected), "{version} user {user}");
-            users += 1;
         }
-        assert_eq!(users, ours.len(), "{version}: user count");
+        assert_eq!(
+            hex::encode(Sha256::digest(ours.as_bytes())),
+            recorded_sha256(&file),
+            "{name}: the split's sha256 differs from resources/splits/SHA256SUMS"
+        );
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use movierec::catalogue::Catalogue;
+use movierec::catalogue::dump::locate::Locator;
 use movierec::catalogue::dump::{DumpOptions, DumpReport, dump};
 use movierec::catalogue::synthetic::{SyntheticSpec, generate, search_queries};
 use movierec::config::MovieLensVersion;
@@ -15,9 +16,10 @@ use super::stats::{median, percentile};
 /// Arguments of `movierec bench catalogue`.
 #[derive(Debug, clap::Args)]
 pub struct CatalogueBenchArgs {
-    /// Extracted ml-latest-small folder for the small dump.
-    #[arg(long, default_value = "../shared/data/movielens/ml-latest-small")]
-    pub small_source: PathBuf,
+    /// Extracted ml-latest-small folder for the small dump (default: found like the tests find
+    /// it: `MOVIELENS_DATA`, `../shared/data/movielens`, else a verified download into the cache).
+    #[arg(long)]
+    pub small_source: Option<PathBuf>,
     /// Working folder: generated release (kept and reused) and benchmark catalogues.
     #[arg(long, default_value = "resources/datasets/bench")]
     pub work_dir: PathBuf,
@@ -58,14 +60,18 @@ pub fn run(args: CatalogueBenchArgs) -> anyhow::Result<()> {
     );
 
     let small_db = args.work_dir.join("db-small");
+    let small_source = match &args.small_source {
+        Some(path) => path.clone(),
+        None => Locator::from_env().release(MovieLensVersion::LatestSmall)?,
+    };
     let mut secs = Vec::new();
     for _ in 0..args.small_runs.max(1) {
-        let report = run_dump(MovieLensVersion::LatestSmall, &args.small_source, &small_db)?;
+        let report = run_dump(MovieLensVersion::LatestSmall, &small_source, &small_db)?;
         secs.push(report.seconds);
     }
     println!(
         "dump ml-latest-small (folder {}): {} ratings, median {:.3} s over {} runs (min {:.3}, max {:.3})",
-        args.small_source.display(),
+        small_source.display(),
         run_dump_count(&small_db)?,
         median(&mut secs),
         secs.len(),

@@ -114,9 +114,9 @@ impl Drop for Redis {
     }
 }
 
-/// Where the shared ml-100k files are (`/work/shared` next to the worktrees).
+/// The extracted ml-100k folder (see `tests/support/movielens.rs`).
 pub fn ml100k_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/movielens/ml-100k")
+    crate::movielens::movielens(movierec::config::MovieLensVersion::Ml100k)
 }
 
 /// Builds `<dir>/ml-100k.db` from the real ml-100k files with the library's own dump.

@@ -1,18 +1,11 @@
 //! Helpers of the catalogue tests: run the real binary, read catalogues, build zips.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use md5::{Digest, Md5};
 use rusqlite::{Connection, OpenFlags};
-
-/// `../shared/data/movielens/<name>` beside the repository.
-pub fn shared(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/movielens")
-        .join(name)
-}
 
 /// Runs `movierec <args>` in `cwd` (so no developer `.env` is read), with the settings'
 /// environment variables removed.

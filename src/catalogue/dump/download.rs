@@ -28,8 +28,27 @@ pub struct Fetched {
     pub downloaded: bool,
 }
 
+/// How strictly a download is checked against the server's `<name>.zip.md5`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// Verify when the server publishes one; warn and accept the zip otherwise (mirrors).
+    IfPublished,
+    /// Refuse the zip unless the server publishes an md5 and it matches.
+    Required,
+}
+
 /// Makes sure `DATASET_ROOT/<name>.zip` holds the verified release `name` from `base_url`.
 pub fn fetch(name: &str, base_url: &str, dataset_root: &Path) -> Result<Fetched, DumpError> {
+    fetch_checked(name, base_url, dataset_root, Checksum::IfPublished)
+}
+
+/// [`fetch`], with the checksum rule given.
+pub fn fetch_checked(
+    name: &str,
+    base_url: &str,
+    dataset_root: &Path,
+    checksum: Checksum,
+) -> Result<Fetched, DumpError> {
     std::fs::create_dir_all(dataset_root).map_err(|e| DumpError::io(dataset_root, e))?;
     let zip_path = dataset_root.join(format!("{name}.zip"));
     let sum_path = dataset_root.join(format!("{name}.zip.md5"));
@@ -58,6 +77,11 @@ pub fn fetch(name: &str, base_url: &str, dataset_root: &Path) -> Result<Fetched,
     let base = base_url.trim_end_matches('/');
     let zip_url = format!("{base}/{name}.zip");
     let published = published_md5(&client, &format!("{zip_url}.md5"))?;
+    if published.is_none() && checksum == Checksum::Required {
+        return Err(DumpError::NoPublishedChecksum {
+            url: format!("{zip_url}.md5"),
+        });
+    }
 
     if let Some(expected) = &published
         && zip_path.is_file()

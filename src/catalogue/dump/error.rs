@@ -93,6 +93,9 @@ pub enum DumpError {
         expected: String,
         actual: String,
     },
+    /// The zip must be verified and the server publishes no md5 for it.
+    #[error("{url} is missing or holds no md5: the zip cannot be verified, so it is not used")]
+    NoPublishedChecksum { url: String },
     /// Writing the catalogue failed.
     #[error("writing the catalogue failed: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -3,13 +3,15 @@
 //!
 //! One module per job: [`download`] (cache and md5), [`source`] (zip or folder), [`recognise`]
 //! (which release a zip or folder holds), one parser per release format ([`csv_format`],
-//! [`dat_format`], [`ml100k`]), and [`load`] (the SQLite build file and its rename into place).
+//! [`dat_format`], [`ml100k`]), [`load`] (the SQLite build file and its rename into place), and
+//! [`locate`] (where the tests and benchmarks find an extracted release).
 
 pub mod csv_format;
 pub mod dat_format;
 pub mod download;
 mod error;
 pub mod load;
+pub mod locate;
 pub mod ml100k;
 mod recognise;
 pub mod records;
