@@ -227,10 +227,7 @@ mod tests {
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers().get("retry-after").unwrap(), "1");
         let body = body_of(res).await;
-        assert_eq!(
-            body["error"],
-            "the job queue is unavailable; retry shortly"
-        );
+        assert_eq!(body["error"], "the job queue is unavailable; retry shortly");
         assert!(!body.to_string().contains("os error"), "{body}");
 
         let res = ApiError::Internal("broken pipe".into()).error_response();

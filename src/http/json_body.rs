@@ -39,8 +39,7 @@ pub fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, ObjectOnly<T>>(&mut de) {
         Ok(ObjectOnly(value)) => {
-            de.end()
-                .map_err(|e| BodyError::Malformed(e.to_string()))?;
+            de.end().map_err(|e| BodyError::Malformed(e.to_string()))?;
             Ok(value)
         }
         Err(e) => {

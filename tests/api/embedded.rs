@@ -145,7 +145,10 @@ fn validation_errors_name_the_field_and_never_answer_200() {
         (json!({"sequence": [1], "k": -3}), "k"),
         (json!({"sequence": [1], "k": 2.5}), "k"),
         (json!({"sequence": 1, "k": 2}), "sequence"),
-        (json!({"sequence": [1], "avoided": [1, "x"], "k": 2}), "avoided"),
+        (
+            json!({"sequence": [1], "avoided": [1, "x"], "k": 2}),
+            "avoided",
+        ),
         (
             json!({"sequence": [1], "avoided": vec![7; max_avoided + 1], "k": 2}),
             "avoided",
@@ -199,10 +202,22 @@ fn validation_errors_name_the_field_and_never_answer_200() {
     let schema = &doc["components"]["schemas"]["RecommendBody"];
     assert_eq!(schema["properties"]["k"]["minimum"], 1, "{schema}");
     assert_eq!(schema["properties"]["k"]["maximum"], MAX_K, "{schema}");
-    assert_eq!(schema["properties"]["sequence"]["maxItems"], MAX_SEQUENCE, "{schema}");
-    assert_eq!(schema["properties"]["sequence"]["items"]["minimum"], 1, "{schema}");
-    assert_eq!(schema["properties"]["avoided"]["maxItems"], max_avoided, "{schema}");
-    assert_eq!(schema["properties"]["avoided"]["items"]["minimum"], 1, "{schema}");
+    assert_eq!(
+        schema["properties"]["sequence"]["maxItems"], MAX_SEQUENCE,
+        "{schema}"
+    );
+    assert_eq!(
+        schema["properties"]["sequence"]["items"]["minimum"], 1,
+        "{schema}"
+    );
+    assert_eq!(
+        schema["properties"]["avoided"]["maxItems"], max_avoided,
+        "{schema}"
+    );
+    assert_eq!(
+        schema["properties"]["avoided"]["items"]["minimum"], 1,
+        "{schema}"
+    );
     assert_eq!(schema["additionalProperties"], false, "{schema}");
 
     let (status, _, err) =

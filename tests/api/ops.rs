@@ -34,7 +34,10 @@ fn embedded_readiness_follows_the_model_it_serves() {
     let server = env.serve(&["--embedded"], &[]);
     let base = server.base();
     let live = get(&format!("{base}/health/live"));
-    assert_eq!((live.status, live.body["status"].as_str()), (200, Some("live")));
+    assert_eq!(
+        (live.status, live.body["status"].as_str()),
+        (200, Some("live"))
+    );
     let ready = get(&format!("{base}/health/ready"));
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert_eq!(ready.header("retry-after"), Some("1"));
@@ -102,7 +105,11 @@ fn each_request_has_an_id_and_one_access_line_and_bad_requests_log_no_error() {
     assert_eq!(answer.header("x-request-id"), Some("probe-42.a"));
     assert_eq!(the_access_line(&server, "probe-42.a")["status"], 200);
     let long = "x".repeat(500);
-    let answer = send(client().get(format!("{base}/health")).header("x-request-id", &long));
+    let answer = send(
+        client()
+            .get(format!("{base}/health"))
+            .header("x-request-id", &long),
+    );
     let given = answer.header("x-request-id").unwrap();
     assert!(uuid::Uuid::parse_str(given).is_ok(), "{given}");
 
@@ -116,11 +123,17 @@ fn each_request_has_an_id_and_one_access_line_and_bad_requests_log_no_error() {
     );
     assert_eq!(bad.status, 400);
     let line = the_access_line(&server, bad.header("x-request-id").unwrap());
-    assert_eq!((line["level"].as_str(), line["status"].as_u64()), (Some("INFO"), Some(400)));
+    assert_eq!(
+        (line["level"].as_str(), line["status"].as_u64()),
+        (Some("INFO"), Some(400))
+    );
     let (status, _, _) = post_recommend(&base, "", &json!({"sequence": [1], "k": 0}));
     assert_eq!(status, 422);
     assert_eq!(get(&format!("{base}/nope")).status, 404);
-    assert_eq!(send(client().delete(format!("{base}/recommend"))).status, 405);
+    assert_eq!(
+        send(client().delete(format!("{base}/recommend"))).status,
+        405
+    );
     let mut raw = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     raw.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
     let mut answer = String::new();

@@ -136,7 +136,11 @@ fn redis_outage_gives_503_then_everything_recovers() {
     assert_eq!(access["status"], 503, "{access}");
     let cause = access["cause"].as_str().unwrap_or_default().to_owned();
     assert!(!cause.is_empty(), "{access}");
-    assert!(!refused.body.to_string().contains(&cause), "{}", refused.body);
+    assert!(
+        !refused.body.to_string().contains(&cause),
+        "{}",
+        refused.body
+    );
 
     let health = get(&format!("{base}/health"));
     assert_eq!(health.status, 503, "{}", health.body);
@@ -144,7 +148,11 @@ fn redis_outage_gives_503_then_everything_recovers() {
     assert_eq!(health.body["queue"]["ok"], false);
     assert_eq!(health.body["catalogue"]["ok"], true);
     let said = health.body["queue"]["error"].as_str().unwrap();
-    assert!(["not answering", "timed out"].contains(&said), "{}", health.body);
+    assert!(
+        ["not answering", "timed out"].contains(&said),
+        "{}",
+        health.body
+    );
     let ready = get(&format!("{base}/health/ready"));
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert_eq!(ready.header("retry-after"), Some("1"));
@@ -173,7 +181,11 @@ fn redis_readiness_needs_a_worker_that_serves_what_it_should() {
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert_eq!(ready.header("retry-after"), Some("1"));
     assert_eq!(ready.body["workers"], json!([]));
-    assert!(ready.body["reasons"].to_string().contains("no worker"), "{}", ready.body);
+    assert!(
+        ready.body["reasons"].to_string().contains("no worker"),
+        "{}",
+        ready.body
+    );
     assert_eq!(get(&format!("{}/health", server.base())).status, 200);
     assert_eq!(get(&format!("{}/health/live", server.base())).status, 200);
 
@@ -181,7 +193,10 @@ fn redis_readiness_needs_a_worker_that_serves_what_it_should() {
     let _fallback = env.worker("fb", &[]);
     let ready = wait_until("the fallback worker's announcement", TIMEOUT, || {
         let ready = get(&ready_url);
-        (ready.body["workers"].as_array().is_some_and(|w| !w.is_empty())).then_some(ready)
+        (ready.body["workers"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty()))
+        .then_some(ready)
     });
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert_eq!(ready.body["workers"][0]["name"], "fb");
