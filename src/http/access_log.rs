@@ -8,8 +8,9 @@
 
 use std::time::Instant;
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
@@ -25,42 +26,62 @@ const MAX_ID_LEN: usize = 128;
 /// Middleware: assigns the request id, runs the request in its span, logs the access line.
 pub async fn access_log(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = request_id(&req);
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let request = req.request().clone();
-    let span = tracing::info_span!("request", request_id = %id);
-    let mut res = match next.call(req).instrument(span).await {
-        Ok(res) => res.map_into_boxed_body(),
-        Err(e) => ServiceResponse::from_err(e, request),
+    let line = AccessLine {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+        id,
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    let span = tracing::info_span!("request", request_id = %line.id);
+    // Handlers' errors arrive as responses; an error here is one no handler turned into a
+    // response, and actix answers it without this middleware's header.
+    let mut res = match next.call(req).instrument(span).await {
+        Ok(res) => res,
+        Err(e) => {
+            line.log(e.as_response_error().status_code(), started, Some(&e));
+            return Err(e);
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&line.id) {
         res.headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
-    let status = res.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if res.status().is_server_error() {
-        let cause = res
-            .response()
-            .error()
-            .and_then(|e| e.as_error::<ApiError>())
-            .and_then(ApiError::cause)
-            .unwrap_or_default();
-        tracing::error!(
-            request_id = %id, method = %method, path = %path, status, latency_ms, cause,
-            "access"
-        );
-    } else {
-        tracing::info!(
-            request_id = %id, method = %method, path = %path, status, latency_ms,
-            "access"
-        );
-    }
+    line.log(res.status(), started, res.response().error());
     Ok(res)
+}
+
+/// What the access line says about the request.
+struct AccessLine {
+    method: String,
+    path: String,
+    id: String,
+}
+
+impl AccessLine {
+    /// Logs the line: ERROR with the cause for a 5xx, INFO otherwise.
+    fn log(&self, status: StatusCode, started: Instant, error: Option<&actix_web::Error>) {
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (id, method, path) = (&self.id, &self.method, &self.path);
+        let status_code = status.as_u16();
+        if status.is_server_error() {
+            let cause = error
+                .and_then(|e| e.as_error::<ApiError>())
+                .and_then(ApiError::cause)
+                .unwrap_or_default();
+            tracing::error!(
+                request_id = %id, method = %method, path = %path, status = status_code,
+                latency_ms, cause, "access"
+            );
+        } else {
+            tracing::info!(
+                request_id = %id, method = %method, path = %path, status = status_code,
+                latency_ms, "access"
+            );
+        }
+    }
 }
 
 /// The client's id when it is sane, else a new one.
