@@ -184,6 +184,15 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// Default of [`ServerSettings::max_k`].
+pub const DEFAULT_MAX_K: usize = 100;
+
+/// Default of [`ServerSettings::max_sequence`].
+pub const DEFAULT_MAX_SEQUENCE: usize = 200;
+
+/// Default of [`ServerSettings::max_search_limit`].
+pub const DEFAULT_MAX_SEARCH_LIMIT: usize = 100;
+
 /// The HTTP API: where it listens, what it accepts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerSettings {
@@ -197,13 +206,13 @@ pub struct ServerSettings {
     #[arg(long, env = "RECSYS_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
     /// Largest k a request may ask for.
-    #[arg(long, env = "RECSYS_MAX_K", default_value_t = 100)]
+    #[arg(long, env = "RECSYS_MAX_K", default_value_t = DEFAULT_MAX_K)]
     pub max_k: usize,
     /// Longest sequence a request may send.
-    #[arg(long, env = "RECSYS_MAX_SEQUENCE", default_value_t = 200)]
+    #[arg(long, env = "RECSYS_MAX_SEQUENCE", default_value_t = DEFAULT_MAX_SEQUENCE)]
     pub max_sequence: usize,
     /// Largest `limit` of a movie search.
-    #[arg(long, env = "RECSYS_MAX_SEARCH_LIMIT", default_value_t = 100)]
+    #[arg(long, env = "RECSYS_MAX_SEARCH_LIMIT", default_value_t = DEFAULT_MAX_SEARCH_LIMIT)]
     pub max_search_limit: usize,
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of the recommendation API: the real `movierec` binary (`serve`,
 //! `serve --embedded`, `worker`) against a real `redis-server` on a free port and a real
-//! catalogue built from ml-100k. One test binary; helpers and groups live in `tests/api/`.
+//! catalogue built from ml-100k; each server binds port 0 and the tests read the port back from
+//! its JSON log. One test binary; helpers and groups live in `tests/api/`.
 
 #[path = "support/movielens.rs"]
 mod movielens;
@@ -9,5 +10,6 @@ mod api {
     pub mod helpers;
 
     mod embedded;
+    mod ops;
     mod redis;
 }

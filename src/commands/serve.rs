@@ -8,8 +8,8 @@ use anyhow::Context;
 use movierec::config::{
     CatalogueSettings, ModelSettings, QueueSettings, ServerSettings, WorkerSettings,
 };
-use movierec::http::{AppDeps, Application, CataloguePool, HttpMetrics};
-use movierec::queue::{JobQueue, RedisQueue};
+use movierec::http::{AppDeps, Application, CataloguePool, HttpMetrics, ModelReadiness};
+use movierec::queue::{JobQueue, RedisQueue, WorkerRegistry};
 use movierec::recommend::Serving;
 use movierec::setup::{
     EmbeddedWorker, choose_model, describe_model, load_model, redis_config, start_runner,
@@ -55,7 +55,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         (None, describe_model(&choice, &args.catalogue)?)
     };
-    report_readiness(&serving);
+    if args.embedded {
+        report_readiness(&serving);
+    } else {
+        tracing::info!("readiness (/health/ready) follows what the workers announce in Redis");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -75,13 +79,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 if let Err(e) = queue.ping().await {
                     tracing::warn!(error = %e, "Redis is not answering yet; /health reports 503 until it does");
                 }
-                // `serving` (what the workers serve, and whether that is ready) joins `AppDeps`
-                // where the HTTP layer takes it.
+                // What the workers serve, and so readiness, they announce in Redis themselves.
+                let readiness = ModelReadiness::Workers {
+                    registry: WorkerRegistry::new(&queue),
+                    allow_fallback: args.model.allow_popularity_fallback,
+                };
                 let deps = AppDeps {
                     queue: Arc::new(queue),
                     catalogue: pool,
                     metrics,
                     model: Some(serving.model),
+                    readiness,
                 };
                 Application::build(&args.server, deps)
                     .with_context(listen_hint)?
@@ -96,7 +104,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     queue: embedded.queue(),
                     catalogue: pool,
                     metrics,
-                    model: Some(serving.model),
+                    model: Some(serving.model.clone()),
+                    readiness: ModelReadiness::Local(serving),
                 };
                 tracing::info!("embedded mode: API and worker in one process, no Redis");
                 let served = match Application::build(&args.server, deps).with_context(listen_hint)

@@ -99,6 +99,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             concurrency: args.worker.concurrency.max(1),
             fetch_batch: args.worker.batch_size.max(1),
             max_attempts: args.worker.max_attempts.max(1),
+            serving: loaded.serving,
         };
         run_redis_worker(queue, runner, config, shutdown_signal()).await;
         if let Some(handle) = metrics_server {

@@ -1,5 +1,7 @@
 //! The one error type of the API: every failure becomes `{"error", "error_type", "field"?}` with
-//! the status that fits it. Nothing answers an error with 200.
+//! the status that fits it. Nothing answers an error with 200. A server-side failure answers a
+//! fixed message: its cause (a Redis or SQLite error text) goes to the log, on the request's access
+//! line (see [`super::access_log`]), never to the client.
 
 use std::time::Duration;
 
@@ -12,6 +14,9 @@ use utoipa::ToSchema;
 use crate::catalogue::CatalogueError;
 use crate::queue::QueueError;
 
+/// Seconds a client is told to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
 /// The JSON body of every error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -22,6 +27,25 @@ pub struct ErrorBody {
     /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// A dependency the API needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// The job queue (Redis, or the in-process queue).
+    Queue,
+    /// The SQLite catalogue.
+    Catalogue,
+}
+
+impl Dependency {
+    /// How the client's message names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Queue => "the job queue",
+            Self::Catalogue => "the catalogue",
+        }
+    }
 }
 
 /// Every way a request can fail.
@@ -39,6 +63,9 @@ pub enum ApiError {
     /// No such job, movie or route.
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, but not for this method.
+    #[error("this route answers {allow} only")]
+    MethodNotAllowed { allow: &'static str },
     /// The body is larger than the limit.
     #[error("the request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -48,11 +75,14 @@ pub enum ApiError {
     /// Too many jobs are waiting.
     #[error("the queue is full; retry in {} s", retry_after.as_secs().max(1))]
     QueueFull { retry_after: Duration },
-    /// A dependency (Redis, the catalogue) is down.
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or corrupt data.
-    #[error("internal error: {0}")]
+    /// A dependency (Redis, the catalogue) is down; `cause` is logged, not answered.
+    #[error("{} is unavailable; retry shortly", dependency.describe())]
+    Unavailable {
+        dependency: Dependency,
+        cause: String,
+    },
+    /// A bug or corrupt data; the cause is logged, not answered.
+    #[error("internal error")]
     Internal(String),
 }
 
@@ -71,11 +101,20 @@ impl ApiError {
             Self::MalformedJson(_) => "malformed_json",
             Self::Validation { .. } => "validation",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Unauthorized => "unauthorized",
             Self::QueueFull { .. } => "queue_full",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
+        }
+    }
+
+    /// What the log says about a server-side failure (never sent to the client).
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            Self::Unavailable { cause, .. } | Self::Internal(cause) => Some(cause),
+            _ => None,
         }
     }
 }
@@ -86,29 +125,29 @@ impl ResponseError for ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
-        }
-        let mut res = HttpResponse::build(status);
+        let mut res = HttpResponse::build(self.status_code());
         match self {
             Self::QueueFull { retry_after } => {
                 res.insert_header((header::RETRY_AFTER, retry_after.as_secs().max(1)));
             }
-            Self::Unavailable(_) => {
-                res.insert_header((header::RETRY_AFTER, 1));
+            Self::Unavailable { .. } => {
+                res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             Self::Unauthorized => {
                 res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            Self::MethodNotAllowed { allow } => {
+                res.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }
             _ => {}
         }
@@ -128,7 +167,10 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         match e {
             QueueError::Full { retry_after, .. } => Self::QueueFull { retry_after },
-            QueueError::Unavailable(m) => Self::Unavailable(m),
+            QueueError::Unavailable(cause) => Self::Unavailable {
+                dependency: Dependency::Queue,
+                cause,
+            },
             QueueError::Corrupt(m) => Self::Internal(m),
         }
     }
@@ -136,7 +178,10 @@ impl From<QueueError> for ApiError {
 
 impl From<CatalogueError> for ApiError {
     fn from(e: CatalogueError) -> Self {
-        Self::Unavailable(format!("catalogue: {e}"))
+        Self::Unavailable {
+            dependency: Dependency::Catalogue,
+            cause: e.to_string(),
+        }
     }
 }
 
@@ -145,12 +190,15 @@ mod tests {
     use super::*;
     use actix_web::body::to_bytes;
 
+    async fn body_of(res: HttpResponse) -> serde_json::Value {
+        serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap()
+    }
+
     #[tokio::test]
     async fn errors_carry_status_type_field_and_headers() {
         let res = ApiError::invalid("k", "k must be from 1 to 100").error_response();
         assert_eq!(res.status(), 422);
-        let body: serde_json::Value =
-            serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
+        let body = body_of(res).await;
         assert_eq!(body["field"], "k");
         assert_eq!(body["error_type"], "validation");
 
@@ -163,8 +211,27 @@ mod tests {
 
         let res = ApiError::Unauthorized.error_response();
         assert_eq!(res.status(), 401);
-        let body: serde_json::Value =
-            serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
-        assert!(body.get("field").is_none());
+        assert!(body_of(res).await.get("field").is_none());
+
+        let res = ApiError::MethodNotAllowed { allow: "GET" }.error_response();
+        assert_eq!(res.status(), 405);
+        assert_eq!(res.headers().get("allow").unwrap(), "GET");
+    }
+
+    #[tokio::test]
+    async fn a_dependency_failure_answers_a_fixed_message_and_keeps_the_cause_for_the_log() {
+        let cause = "Connection refused (os error 111)";
+        let error = ApiError::from(QueueError::Unavailable(cause.into()));
+        assert_eq!(error.cause(), Some(cause));
+        let res = error.error_response();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+        let body = body_of(res).await;
+        assert_eq!(body["error"], "the job queue is unavailable; retry shortly");
+        assert!(!body.to_string().contains("os error"), "{body}");
+
+        let res = ApiError::Internal("broken pipe".into()).error_response();
+        assert_eq!(res.status(), 500);
+        assert!(!body_of(res).await.to_string().contains("broken pipe"));
     }
 }

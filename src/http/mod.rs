@@ -2,14 +2,18 @@
 //! and wires the routes; handlers only talk to the [`JobQueue`] trait and the catalogue pool.
 //!
 //! Routes: `POST /recommend`, `GET /recommend/{job_id}`, `GET /movies/search`,
-//! `GET /movies/{id}`, `GET /health`, `GET /metrics`, `GET /openapi.json`, and the demo page at
-//! `/` with its assets under `/static/`.
+//! `GET /movies/{id}`, `GET /health`, `GET /health/live`, `GET /health/ready`, `GET /metrics`,
+//! `GET /openapi.json`, and the demo page at `/` with its assets under `/static/`. Every request
+//! gets a request id and one access line ([`access_log`]).
 
+pub mod access_log;
 mod auth;
 mod error;
+mod json_body;
 pub mod metrics;
 mod openapi;
 mod pool;
+pub mod readiness;
 pub mod routes;
 
 use std::net::TcpListener;
@@ -19,12 +23,15 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, Dependency, ErrorBody};
 pub use metrics::HttpMetrics;
 pub use openapi::ApiDoc;
 pub use pool::CataloguePool;
+pub use readiness::ModelReadiness;
 
-use crate::config::{Secret, ServerSettings};
+use crate::config::{
+    DEFAULT_MAX_K, DEFAULT_MAX_SEARCH_LIMIT, DEFAULT_MAX_SEQUENCE, Secret, ServerSettings,
+};
 use crate::queue::JobQueue;
 use crate::recommend::ModelInfo;
 
@@ -34,12 +41,33 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest `wait_ms` a caller may ask for.
 pub const MAX_WAIT_MS: u64 = 10_000;
 
-/// Request limits the handlers enforce.
-#[derive(Debug, Clone, Copy)]
+/// The `avoided` list may always hold this many ids, however short sequences must be.
+pub const MIN_MAX_AVOIDED: usize = 1000;
+
+/// Request limits the handlers enforce, and `/openapi.json` states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_k: usize,
     pub max_sequence: usize,
     pub max_search_limit: usize,
+}
+
+impl Limits {
+    /// Longest `avoided` list a request may send.
+    pub fn max_avoided(&self) -> usize {
+        self.max_sequence.max(MIN_MAX_AVOIDED)
+    }
+}
+
+impl Default for Limits {
+    /// The limits of a server started without limit settings.
+    fn default() -> Self {
+        Self {
+            max_k: DEFAULT_MAX_K,
+            max_sequence: DEFAULT_MAX_SEQUENCE,
+            max_search_limit: DEFAULT_MAX_SEARCH_LIMIT,
+        }
+    }
 }
 
 /// What every handler can reach.
@@ -53,6 +81,8 @@ pub struct AppState {
     pub model: Option<ModelInfo>,
     /// Random per-process token the demo page's cookie carries (see [`routes::page`]).
     pub ui_token: String,
+    /// Where `/health/ready` learns whether the model side is ready.
+    pub readiness: ModelReadiness,
 }
 
 /// The parts an [`Application`] is built from (so `serve`, `serve --embedded` and tests can pick
@@ -63,6 +93,8 @@ pub struct AppDeps {
     pub metrics: HttpMetrics,
     /// What answers, for the demo page.
     pub model: Option<ModelInfo>,
+    /// Where readiness comes from: the model this process serves, or the workers in Redis.
+    pub readiness: ModelReadiness,
 }
 
 /// A bound, not yet running API server.
@@ -88,11 +120,13 @@ impl Application {
             metrics: deps.metrics,
             model: deps.model,
             ui_token: uuid::Uuid::new_v4().simple().to_string(),
+            readiness: deps.readiness,
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(metrics::track))
+                .wrap(from_fn(access_log::access_log))
                 .configure(routes::configure)
         })
         .listen(listener)?

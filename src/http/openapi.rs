@@ -1,8 +1,12 @@
-//! The OpenAPI 3 document of every endpoint, generated with utoipa.
+//! The OpenAPI 3 document of every endpoint, generated with utoipa from the types the handlers
+//! parse and answer. Request limits are settings, while utoipa's attributes are literals: the
+//! derived document states the defaults, and [`ApiDoc::with_limits`] the server's own.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{Modify, Number, OpenApi};
 
+use super::Limits;
 use super::routes::{movies, ops, recommend};
 
 /// The API's OpenAPI document.
@@ -15,6 +19,8 @@ use super::routes::{movies, ops, recommend};
         movies::search,
         movies::get_movie,
         ops::health,
+        ops::live,
+        ops::ready,
         ops::metrics,
         ops::openapi,
     ),
@@ -29,11 +35,39 @@ use super::routes::{movies, ops, recommend};
         movies::SearchResults,
         ops::Health,
         ops::DependencyHealth,
+        ops::Live,
+        ops::Ready,
+        super::readiness::WorkerView,
         super::ErrorBody,
     )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
+
+impl ApiDoc {
+    /// The document, with the limits of `POST /recommend`'s body set to `limits`.
+    pub fn with_limits(limits: &Limits) -> utoipa::openapi::OpenApi {
+        let mut doc = Self::openapi();
+        let body = doc
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("RecommendBody"));
+        if let Some(RefOr::T(Schema::Object(body))) = body {
+            if let Some(RefOr::T(Schema::Object(k))) = body.properties.get_mut("k") {
+                k.maximum = Some(Number::UInt(limits.max_k));
+            }
+            for (field, max) in [
+                ("sequence", limits.max_sequence),
+                ("avoided", limits.max_avoided()),
+            ] {
+                if let Some(RefOr::T(Schema::Array(ids))) = body.properties.get_mut(field) {
+                    ids.max_items = Some(max);
+                }
+            }
+        }
+        doc
+    }
+}
 
 /// Declares the `bearer` security scheme the JSON endpoints use when a secret is set.
 struct BearerAuth;
@@ -46,5 +80,68 @@ impl Modify for BearerAuth {
                 SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The `RecommendBody` schema of a document, as JSON.
+    fn body_schema(doc: &utoipa::openapi::OpenApi) -> Value {
+        let json = serde_json::to_value(doc).unwrap();
+        json["components"]["schemas"]["RecommendBody"].clone()
+    }
+
+    /// The limits a schema states: (k min, k max, sequence max, avoided max, id minimum).
+    fn stated(schema: &Value) -> (u64, u64, u64, u64, u64, u64) {
+        let p = &schema["properties"];
+        let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("{schema}"));
+        (
+            n(&p["k"]["minimum"]),
+            n(&p["k"]["maximum"]),
+            n(&p["sequence"]["maxItems"]),
+            n(&p["avoided"]["maxItems"]),
+            n(&p["sequence"]["items"]["minimum"]),
+            n(&p["avoided"]["items"]["minimum"]),
+        )
+    }
+
+    #[test]
+    fn the_derived_document_states_the_default_limits() {
+        let limits = Limits::default();
+        let schema = body_schema(&ApiDoc::openapi());
+        assert_eq!(
+            stated(&schema),
+            (
+                1,
+                limits.max_k as u64,
+                limits.max_sequence as u64,
+                limits.max_avoided() as u64,
+                1,
+                1
+            ),
+            "{schema}"
+        );
+        assert_eq!(schema["additionalProperties"], false, "{schema}");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(required, ["sequence", "k"]);
+    }
+
+    #[test]
+    fn the_served_document_states_the_configured_limits() {
+        let limits = Limits {
+            max_k: 7,
+            max_sequence: 1500,
+            max_search_limit: 9,
+        };
+        let schema = body_schema(&ApiDoc::with_limits(&limits));
+        assert_eq!(stated(&schema), (1, 7, 1500, 1500, 1, 1), "{schema}");
     }
 }

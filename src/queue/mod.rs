@@ -1,10 +1,12 @@
 //! The recommendation job queue: job and result types, the [`JobQueue`] trait the HTTP layer and
 //! the workers share, and its two backends: Redis through apalis-redis ([`RedisQueue`]) and an
-//! in-process queue for the embedded mode ([`MemoryQueue`]).
+//! in-process queue for the embedded mode ([`MemoryQueue`]); and the [`WorkerRegistry`] where
+//! Redis workers announce what they serve.
 
 mod memory;
 mod redis;
 mod types;
+mod workers;
 
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use futures::future::BoxFuture;
 pub use self::redis::{RedisQueue, RedisQueueConfig};
 pub use memory::{MemoryJob, MemoryQueue};
 pub use types::{JobId, JobOutput, JobState, JobStatus, RecommendJob};
+pub use workers::{WorkerPresence, WorkerRegistry};
 
 use crate::recommend::RecommendRequest;
 

@@ -176,7 +176,8 @@ impl RedisQueue {
         .await
     }
 
-    async fn bounded<T>(
+    /// Runs one Redis call within the configured timeout.
+    pub(super) async fn bounded<T>(
         &self,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, QueueError> {

@@ -8,6 +8,8 @@
 //! - A backend error (Redis outage) stops the apalis worker; this loop starts a fresh one, under
 //!   a new name, once Redis answers again.
 //! - On shutdown the worker stops fetching, finishes its in-flight jobs and acknowledges them.
+//! - Every heartbeat it announces what it serves in the [`WorkerRegistry`] (so the API can say
+//!   whether the service is ready), and withdraws that when it stops.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,7 +25,12 @@ use futures::channel::mpsc;
 use tokio::sync::{Notify, watch};
 
 use super::{JobError, JobRunner};
-use crate::queue::{JobOutput, RecommendJob, RedisQueue};
+use crate::queue::{JobOutput, RecommendJob, RedisQueue, WorkerPresence, WorkerRegistry};
+use crate::recommend::Serving;
+
+/// Heartbeats an announcement outlives its last refresh (as apalis presumes a worker dead after
+/// three missed heartbeats).
+const PRESENCE_HEARTBEATS: u32 = 3;
 
 /// Safety-net poll for jobs that arrive without a pub/sub message (retries, orphans).
 const FALLBACK_POLL: Duration = Duration::from_millis(20);
@@ -42,6 +49,8 @@ pub struct RedisWorkerConfig {
     pub fetch_batch: usize,
     /// Attempts a job with a transient error gets before it fails for good.
     pub max_attempts: u32,
+    /// What it serves, announced in the [`WorkerRegistry`].
+    pub serving: Serving,
 }
 
 #[derive(Clone)]
@@ -90,6 +99,15 @@ pub async fn run_redis_worker(
     shutdown: watch::Receiver<bool>,
 ) {
     let purge = tokio::spawn(purge_loop(queue.clone(), shutdown.clone()));
+    let presence = tokio::spawn(presence_loop(
+        WorkerRegistry::new(&queue),
+        WorkerPresence {
+            name: config.name.clone(),
+            serving: config.serving.clone(),
+        },
+        queue.config().heartbeat,
+        shutdown.clone(),
+    ));
     let ctx = Arc::new(HandlerCtx {
         runner,
         finished: Arc::new(Notify::new()),
@@ -137,7 +155,45 @@ pub async fn run_redis_worker(
         }
     }
     purge.abort();
+    // The presence loop withdraws the announcement once the shutdown begins; give it the time of
+    // one Redis call to do so.
+    let _ = tokio::time::timeout(queue.config().timeout, presence).await;
     tracing::info!("worker drained");
+}
+
+/// Announces `presence` every `heartbeat` until shutdown, then withdraws it, so that the API
+/// stops counting this worker as soon as it stops taking jobs.
+async fn presence_loop(
+    registry: WorkerRegistry,
+    presence: WorkerPresence,
+    heartbeat: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let lifetime = heartbeat * PRESENCE_HEARTBEATS;
+    let mut failing = false;
+    loop {
+        match registry.announce(&presence, lifetime).await {
+            Ok(()) if failing => {
+                tracing::info!("worker presence announced again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cannot announce this worker; the API will count it as gone");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        if tokio::time::timeout(heartbeat, shutdown.wait_for(|s| *s))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    if let Err(e) = registry.withdraw(&presence.name).await {
+        tracing::debug!(error = %e, "could not withdraw the worker's presence; it expires");
+    }
 }
 
 /// Purges expired results now and then.

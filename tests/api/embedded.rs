@@ -112,7 +112,11 @@ fn embedded_end_to_end_poll_wait_movies_health_metrics_openapi_and_sigterm() {
 
 #[test]
 fn validation_errors_name_the_field_and_never_answer_200() {
-    let env = Env::new().with("RECSYS_MAX_SEQUENCE", "50");
+    const MAX_SEQUENCE: usize = 50;
+    const MAX_K: u64 = 40;
+    let env = Env::new()
+        .with("RECSYS_MAX_SEQUENCE", &MAX_SEQUENCE.to_string())
+        .with("RECSYS_MAX_K", &MAX_K.to_string());
     let server = env.serve(&["--embedded"], &[]);
     let base = server.base();
     let post_raw = |body: String| {
@@ -133,9 +137,23 @@ fn validation_errors_name_the_field_and_never_answer_200() {
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error_type"], "malformed_json");
 
+    let max_avoided = movierec::http::MIN_MAX_AVOIDED.max(MAX_SEQUENCE);
     let cases = [
         (json!({"sequence": [1], "k": 0}), "k"),
+        (json!({"sequence": [1], "k": MAX_K + 1}), "k"),
         (json!({"sequence": [1], "k": 1_000_000}), "k"),
+        (json!({"sequence": [1], "k": -3}), "k"),
+        (json!({"sequence": [1], "k": 2.5}), "k"),
+        (json!({"sequence": 1, "k": 2}), "sequence"),
+        (
+            json!({"sequence": [1], "avoided": [1, "x"], "k": 2}),
+            "avoided",
+        ),
+        (
+            json!({"sequence": [1], "avoided": vec![7; max_avoided + 1], "k": 2}),
+            "avoided",
+        ),
+        (json!({"sequence": [1], "k": 2, "limit": 5}), "limit"),
         (json!({"sequence": [1], "k": "10"}), "k"),
         (json!({"sequence": [1, -5], "k": 10}), "sequence"),
         (json!({"sequence": ["1", "2"], "k": 10}), "sequence"),
@@ -143,7 +161,7 @@ fn validation_errors_name_the_field_and_never_answer_200() {
         (json!({"k": 10}), "sequence"),
         (json!({"sequence": [1]}), "k"),
         (
-            json!({"sequence": (1..=51).collect::<Vec<i64>>(), "k": 10}),
+            json!({"sequence": (1..=MAX_SEQUENCE as i64 + 1).collect::<Vec<i64>>(), "k": 10}),
             "sequence",
         ),
     ];
@@ -154,6 +172,53 @@ fn validation_errors_name_the_field_and_never_answer_200() {
         assert_eq!(err["error_type"], "validation");
         assert!(!err["error"].as_str().unwrap().is_empty());
     }
+
+    // Each limit is inclusive.
+    let at_the_limits = json!({
+        "sequence": (1..=MAX_SEQUENCE as i64).collect::<Vec<i64>>(),
+        "avoided": vec![7; max_avoided],
+        "k": MAX_K,
+    });
+    let (status, _, ok) = post_recommend(&base, "", &at_the_limits);
+    assert_eq!(status, 202, "{ok}");
+
+    // A key given twice is refused, naming it; so is a body that is not an object.
+    for (body, field) in [
+        (r#"{"sequence": [1], "k": 2, "k": 3}"#, "k"),
+        (r#"{"sequence": [1], "sequence": [2], "k": 3}"#, "sequence"),
+    ] {
+        let (status, err) = post_raw(body.into());
+        assert_eq!(status, 422, "{body} -> {err}");
+        assert_eq!(err["field"], field, "{body} -> {err}");
+        assert!(err["error"].as_str().unwrap().contains(field), "{err}");
+    }
+    let (status, err) = post_raw("[[1], [], 3]".into());
+    assert_eq!(status, 422, "{err}");
+    assert!(err.get("field").is_none(), "{err}");
+
+    // The document states the limits this server enforces.
+    let (status, doc) = get_json(&format!("{base}/openapi.json"));
+    assert_eq!(status, 200);
+    let schema = &doc["components"]["schemas"]["RecommendBody"];
+    assert_eq!(schema["properties"]["k"]["minimum"], 1, "{schema}");
+    assert_eq!(schema["properties"]["k"]["maximum"], MAX_K, "{schema}");
+    assert_eq!(
+        schema["properties"]["sequence"]["maxItems"], MAX_SEQUENCE,
+        "{schema}"
+    );
+    assert_eq!(
+        schema["properties"]["sequence"]["items"]["minimum"], 1,
+        "{schema}"
+    );
+    assert_eq!(
+        schema["properties"]["avoided"]["maxItems"], max_avoided,
+        "{schema}"
+    );
+    assert_eq!(
+        schema["properties"]["avoided"]["items"]["minimum"], 1,
+        "{schema}"
+    );
+    assert_eq!(schema["additionalProperties"], false, "{schema}");
 
     let (status, _, err) =
         post_recommend(&base, "?wait_ms=20000", &json!({"sequence": [1], "k": 3}));

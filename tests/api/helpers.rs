@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -136,9 +137,23 @@ pub fn build_catalogue(dir: &Path) -> PathBuf {
 pub struct Proc {
     child: Option<Child>,
     pub port: u16,
+    /// Its JSON log (stderr), for servers.
+    log: Option<PathBuf>,
 }
 
 impl Proc {
+    /// The JSON lines it has logged so far.
+    pub fn log_lines(&self) -> Vec<Value> {
+        let Some(log) = &self.log else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -187,6 +202,11 @@ impl Drop for Proc {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if std::env::var_os("TEST_LOG").is_some()
+            && let Some(log) = &self.log
+        {
+            eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
     }
 }
 
@@ -206,6 +226,7 @@ impl Env {
             ("RECSYS_HOST", "127.0.0.1"),
             ("RECSYS_HEARTBEAT_SECS", "1"),
             ("RECSYS_REDIS_TIMEOUT_MS", "500"),
+            ("RECSYS_LOG_FORMAT", "json"),
             ("RUST_LOG", "info"),
         ]
         .into_iter()
@@ -232,22 +253,37 @@ impl Env {
         cmd
     }
 
-    /// `movierec serve [extra args]` on a free port; returns once it answers `/health`.
+    /// `movierec serve [extra args]` on port 0; reads the port it bound from its JSON log and
+    /// returns once it answers `/health`.
     pub fn serve(&self, args: &[&str], extra: &[(&str, &str)]) -> Proc {
-        let port = free_port();
-        let port_s = port.to_string();
+        static SERIAL: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("serve-{}", SERIAL.fetch_add(1, Ordering::Relaxed));
+        let log = self.dir.path().join(format!("{name}.err.log"));
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
-        let mut env: Vec<(&str, &str)> = vec![("RECSYS_PORT", port_s.as_str())];
+        let mut env: Vec<(&str, &str)> = vec![("RECSYS_PORT", "0")];
         env.extend_from_slice(extra);
         let child = self
-            .command(&all, &env, &format!("serve-{port}"))
+            .command(&all, &env, &name)
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let proc = Proc {
+        let mut proc = Proc {
             child: Some(child),
-            port,
+            port: 0,
+            log: Some(log),
         };
+        let port = wait_until("the server to log its port", TIMEOUT, || {
+            if let Some(status) = proc.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the server exited ({status}): {:?}", proc.log_lines());
+            }
+            proc.log_lines()
+                .iter()
+                .find(|l| l["message"] == "API listening")
+                .and_then(|l| l["port"].as_u64())
+                .map(|p| u16::try_from(p).unwrap())
+        });
+        proc.port = port;
         let url = format!("{}/health", proc.base());
         wait_until("the server to answer /health", TIMEOUT, || {
             client().get(&url).send().ok().map(|_| ())
@@ -266,6 +302,7 @@ impl Env {
         Proc {
             child: Some(child),
             port: 0,
+            log: None,
         }
     }
 }
@@ -305,6 +342,77 @@ pub fn get_text(url: &str) -> String {
     let res = client().get(url).send().unwrap();
     assert_eq!(res.status().as_u16(), 200, "{url}");
     res.text().unwrap()
+}
+
+/// An answer: status, headers and JSON body (`null` when the body is not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header's value, if it is there.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends `req` and reads the whole answer.
+pub fn send(req: reqwest::blocking::RequestBuilder) -> Answer {
+    let res = req.send().unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = serde_json::from_str(&res.text().unwrap()).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GETs `url`; returns the whole answer.
+pub fn get(url: &str) -> Answer {
+    send(client().get(url))
+}
+
+/// Builds a tiny, untrained SASRec checkpoint over ml-100k's movies 1 to 20 in `<root>/tiny`:
+/// enough for a server to load a real checkpoint.
+pub fn tiny_checkpoint(root: &Path) -> PathBuf {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    use movierec::config::MovieLensVersion;
+    use movierec::model::checkpoint::{self, CheckpointConfig, DataSettings};
+    use movierec::model::{Architecture, ItemVocab, ModelConfig, SeqModel, reinitialise};
+    let items = 20;
+    let cfg = ModelConfig {
+        architecture: Architecture::SasRec,
+        items,
+        hidden: 8,
+        layers: 1,
+        heads: 2,
+        max_len: 8,
+        dropout: 0.1,
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    SeqModel::load(vb, &cfg).unwrap();
+    reinitialise(&varmap, 7).unwrap();
+    let dir = root.join("tiny");
+    let config = CheckpointConfig {
+        format: checkpoint::FORMAT,
+        dataset: MovieLensVersion::Ml100k,
+        model: cfg,
+        vocab: ItemVocab::new((1..=items as i64).collect()),
+        popularity: (0..items as u32).collect(),
+        data: DataSettings::default(),
+        training: Value::Null,
+        best_epoch: 1,
+        metrics: Value::Null,
+        created_at: 1,
+    };
+    checkpoint::save(&dir, &varmap, &config).unwrap();
+    dir
 }
 
 /// GETs a JSON document; returns (status, body).

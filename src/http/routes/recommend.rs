@@ -7,10 +7,10 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::http::auth::authorize;
+use crate::http::json_body::{BodyError, parse_object};
 use crate::http::{ApiError, AppState, Limits, MAX_BODY_BYTES, MAX_WAIT_MS};
 use crate::queue::{JobId, JobState, JobStatus};
 use crate::recommend::{ModelInfo, RecommendRequest};
@@ -19,16 +19,40 @@ use crate::recommend::{ModelInfo, RecommendRequest};
 /// answer rather than a reset connection.
 const MAX_DRAIN_BYTES: usize = 8 * 1024 * 1024;
 
-/// The body of `POST /recommend`.
+/// The body of `POST /recommend`: parsed once into this struct, checked against the server's
+/// [`Limits`], and documented from it. The bounds written here are the defaults;
+/// `/openapi.json` states the ones the server was started with (see [`crate::http::ApiDoc`]).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RecommendBody {
-    /// Movie ids watched, oldest first (positive integers).
+    /// Movie ids watched, oldest first (positive integers; at most `RECSYS_MAX_SEQUENCE`).
+    #[schema(max_items = 200, minimum = 1)]
     pub sequence: Vec<i64>,
-    /// Movie ids never to recommend.
+    /// Movie ids never to recommend (positive integers; at most 1000, or `RECSYS_MAX_SEQUENCE`
+    /// when that is larger).
     #[serde(default)]
-    pub avoided: Vec<i64>,
-    /// How many movies to return.
-    pub k: usize,
+    #[schema(max_items = 1000, minimum = 1)]
+    pub avoided: Option<Vec<i64>>,
+    /// How many movies to return (1 to `RECSYS_MAX_K`).
+    #[schema(minimum = 1, maximum = 100)]
+    pub k: u64,
+}
+
+impl RecommendBody {
+    /// Checks what the types cannot say (the limits, positive ids); names the field at fault.
+    pub fn validate(self, limits: &Limits) -> Result<RecommendRequest, ApiError> {
+        check_ids("sequence", &self.sequence, limits.max_sequence)?;
+        let avoided = self.avoided.unwrap_or_default();
+        check_ids("avoided", &avoided, limits.max_avoided())?;
+        if self.k == 0 || self.k > limits.max_k as u64 {
+            return Err(k_error(limits));
+        }
+        Ok(RecommendRequest {
+            sequence: self.sequence,
+            avoided,
+            k: self.k as usize,
+        })
+    }
 }
 
 /// A job was accepted.
@@ -215,78 +239,74 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u
 
 /// Parses and validates a `POST /recommend` body.
 pub fn parse_request(body: &[u8], limits: &Limits) -> Result<RecommendRequest, ApiError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::Validation {
-            field: None,
-            message: "the body must be a JSON object".into(),
-        });
-    };
-    if let Some(extra) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "sequence" | "avoided" | "k"))
-    {
-        return Err(ApiError::invalid(
-            extra.as_str(),
-            format!("unknown field `{extra}` (expected sequence, avoided, k)"),
-        ));
-    }
-    let sequence = match map.get("sequence") {
-        None => return Err(ApiError::invalid("sequence", "sequence is required")),
-        Some(v) => ids("sequence", v, limits.max_sequence)?,
-    };
-    let avoided = match map.get("avoided") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => ids("avoided", v, limits.max_sequence.max(1000))?,
-    };
-    let k_error = || {
-        ApiError::invalid(
-            "k",
-            format!("k must be a whole number from 1 to {}", limits.max_k),
-        )
-    };
-    let k = match map.get("k") {
-        None => return Err(ApiError::invalid("k", "k is required")),
-        Some(v) => v.as_u64().ok_or_else(k_error)?,
-    };
-    if k == 0 || k > limits.max_k as u64 {
-        return Err(k_error());
-    }
-    Ok(RecommendRequest {
-        sequence,
-        avoided,
-        k: k as usize,
-    })
+    parse_object::<RecommendBody>(body)
+        .map_err(|e| body_error(e, limits))?
+        .validate(limits)
 }
 
-fn ids(field: &str, value: &Value, max_len: usize) -> Result<Vec<i64>, ApiError> {
-    let Value::Array(items) = value else {
-        return Err(ApiError::invalid(
-            field,
-            format!("{field} must be an array of movie ids"),
-        ));
-    };
-    if items.len() > max_len {
+/// The answer to a body that does not fit [`RecommendBody`].
+fn body_error(e: BodyError, limits: &Limits) -> ApiError {
+    match e {
+        BodyError::Malformed(m) => ApiError::MalformedJson(m),
+        BodyError::NotAnObject => ApiError::Validation {
+            field: None,
+            message: "the body must be a JSON object".into(),
+        },
+        BodyError::Missing { field } => {
+            let message = format!("{field} is required");
+            ApiError::invalid(field, message)
+        }
+        BodyError::Unknown { field } => {
+            let message = format!("unknown field `{field}` (expected sequence, avoided, k)");
+            ApiError::invalid(field, message)
+        }
+        BodyError::Duplicate { field } => {
+            let message = format!("`{field}` is given more than once");
+            ApiError::invalid(field, message)
+        }
+        BodyError::Value { field, at, problem } => match field.as_str() {
+            "k" => k_error(limits),
+            "sequence" | "avoided" if at != field => ApiError::invalid(
+                field,
+                format!("{at} must be a positive integer movie id ({problem})"),
+            ),
+            "sequence" | "avoided" => {
+                let message = format!("{field} must be an array of movie ids ({problem})");
+                ApiError::invalid(field, message)
+            }
+            _ => ApiError::invalid(field, format!("{at}: {problem}")),
+        },
+    }
+}
+
+fn k_error(limits: &Limits) -> ApiError {
+    ApiError::invalid(
+        "k",
+        format!("k must be a whole number from 1 to {}", limits.max_k),
+    )
+}
+
+/// At most `max_len` ids, each positive.
+fn check_ids(field: &str, ids: &[i64], max_len: usize) -> Result<(), ApiError> {
+    if ids.len() > max_len {
         return Err(ApiError::invalid(
             field,
             format!(
                 "{field} holds {} ids; at most {max_len} are allowed",
-                items.len()
+                ids.len()
             ),
         ));
     }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match v.as_i64() {
-            Some(id) if id > 0 => Ok(id),
-            _ => Err(ApiError::invalid(
-                field,
-                format!("{field}[{i}] must be a positive integer movie id, got {v}"),
-            )),
-        })
-        .collect()
+    match ids.iter().position(|&id| id <= 0) {
+        Some(i) => Err(ApiError::invalid(
+            field,
+            format!(
+                "{field}[{i}] must be a positive integer movie id, got {}",
+                ids[i]
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Turns a job status into its API view, with catalogue details on each item.
@@ -344,9 +364,12 @@ mod tests {
         max_search_limit: 50,
     };
 
+    /// The status and field of the answer to `body` (200 when it is accepted).
     fn field_of(body: &str) -> (u16, Option<String>) {
         use actix_web::ResponseError;
-        let e = parse_request(body.as_bytes(), &LIMITS).unwrap_err();
+        let Err(e) = parse_request(body.as_bytes(), &LIMITS) else {
+            return (200, None);
+        };
         let field = match &e {
             ApiError::Validation { field, .. } => field.clone(),
             _ => None,
@@ -400,6 +423,30 @@ mod tests {
             (422, Some("kk".into()))
         );
         assert_eq!(field_of("[1,2]"), (422, None));
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":3,"k":4}"#),
+            (422, Some("k".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"sequence":[2],"k":3}"#),
+            (422, Some("sequence".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"avoided":[1,2,3,4,5,6],"k":3}"#),
+            (200, None),
+            "avoided may hold up to 1000 ids even when sequences are capped lower"
+        );
+    }
+
+    #[test]
+    fn a_null_avoided_list_is_an_empty_one() {
+        let r = parse_request(br#"{"sequence":[1],"avoided":null,"k":3}"#, &LIMITS).unwrap();
+        assert!(r.avoided.is_empty());
+        let many = format!(
+            r#"{{"sequence":[1],"avoided":[{}],"k":3}}"#,
+            vec!["7"; 1001].join(",")
+        );
+        assert!(parse_request(many.as_bytes(), &LIMITS).is_err());
     }
 
     #[test]
