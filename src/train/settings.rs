@@ -257,7 +257,7 @@ impl TrainSettings {
                 return Err(TrainError::Invalid(format!("{name} must be positive")));
             }
         }
-        if self.model.hidden % self.model.heads != 0 {
+        if !self.model.hidden.is_multiple_of(self.model.heads) {
             return Err(TrainError::Invalid(format!(
                 "hidden ({}) must be a multiple of heads ({})",
                 self.model.hidden, self.model.heads
