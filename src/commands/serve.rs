@@ -81,7 +81,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 }
                 // What the workers serve, and so readiness, they announce in Redis themselves.
                 let readiness = ModelReadiness::Workers {
-                    registry: WorkerRegistry::new(&queue),
+                    registry: Box::new(WorkerRegistry::new(&queue)),
                     allow_fallback: args.model.allow_popularity_fallback,
                 };
                 let deps = AppDeps {

@@ -16,7 +16,7 @@ pub enum ModelReadiness {
     /// Workers elsewhere announce themselves in Redis. With `allow_fallback`
     /// (`--allow-popularity-fallback` given to the API) a popularity fallback counts as ready.
     Workers {
-        registry: WorkerRegistry,
+        registry: Box<WorkerRegistry>,
         allow_fallback: bool,
     },
 }
