@@ -61,12 +61,18 @@ struct AccessLine {
 }
 
 impl AccessLine {
-    /// Logs the line: ERROR with the cause for a 5xx, INFO otherwise.
+    /// Logs the line: ERROR with the cause for a 5xx, WARN for a health probe's 503, INFO
+    /// otherwise.
     fn log(&self, status: StatusCode, started: Instant, error: Option<&actix_web::Error>) {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (id, method, path) = (&self.id, &self.method, &self.path);
         let status_code = status.as_u16();
-        if status.is_server_error() {
+        if is_probe_report(path, status) {
+            tracing::warn!(
+                request_id = %id, method = %method, path = %path, status = status_code,
+                latency_ms, "access"
+            );
+        } else if status.is_server_error() {
             let cause = error
                 .and_then(|e| e.as_error::<ApiError>())
                 .and_then(ApiError::cause)
@@ -82,6 +88,13 @@ impl AccessLine {
             );
         }
     }
+}
+
+/// A health probe answering 503 reports a state (not ready, a dependency down) that its own
+/// body and the service's logs already name; at ERROR, a probe every few seconds would flood
+/// the error log.
+fn is_probe_report(path: &str, status: StatusCode) -> bool {
+    status == StatusCode::SERVICE_UNAVAILABLE && (path == "/health" || path.starts_with("/health/"))
 }
 
 /// The client's id when it is sane, else a new one.
@@ -114,5 +127,18 @@ mod tests {
         assert!(!is_sane("has space"));
         assert!(!is_sane("line\nbreak"));
         assert!(!is_sane("quote\""));
+    }
+
+    #[test]
+    fn only_a_health_probe_s_503_is_a_report_rather_than_a_fault() {
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        assert!(is_probe_report("/health", unavailable));
+        assert!(is_probe_report("/health/ready", unavailable));
+        assert!(!is_probe_report(
+            "/health/ready",
+            StatusCode::INTERNAL_SERVER_ERROR
+        ));
+        assert!(!is_probe_report("/healthz", unavailable));
+        assert!(!is_probe_report("/recommend", unavailable));
     }
 }
