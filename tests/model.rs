@@ -7,6 +7,7 @@ use std::process::Command;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use movierec::catalogue::Catalogue;
+use movierec::catalogue::dump::locate::reference_splits;
 use movierec::config::MovieLensVersion;
 use movierec::model::checkpoint::{self, CheckpointConfig, DataSettings, latest_checkpoint};
 use movierec::model::{
@@ -760,10 +761,9 @@ fn split_matches_the_reference_split_on_both_datasets() {
         let file = format!("{name}.jsonl");
 
         // Where the reference files are at hand, a difference is shown by its first line.
-        let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data/splits")
-            .join(&file);
-        if let Ok(text) = std::fs::read_to_string(&reference) {
+        let reference = reference_splits().map(|dir| dir.join(&file));
+        if let Some(reference) = reference {
+            let text = std::fs::read_to_string(&reference).unwrap();
             for (i, (a, b)) in ours.lines().zip(text.lines()).enumerate() {
                 assert_eq!(
                     a,

@@ -17,7 +17,7 @@ use super::stats::{median, percentile};
 #[derive(Debug, clap::Args)]
 pub struct CatalogueBenchArgs {
     /// Extracted ml-latest-small folder for the small dump (default: found like the tests find
-    /// it: `MOVIELENS_DATA`, `../shared/data/movielens`, else a verified download into the cache).
+    /// it, through `catalogue::dump::locate`).
     #[arg(long)]
     pub small_source: Option<PathBuf>,
     /// Working folder: generated release (kept and reused) and benchmark catalogues.

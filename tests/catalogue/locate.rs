@@ -110,17 +110,23 @@ fn racing_locators_share_one_complete_folder() {
     );
 }
 
-#[test]
-fn a_zip_that_fails_its_md5_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let zip = zip_folder(&fake_release(dir.path()), "ml-100k");
-    let wrong = md5_hex(b"some other bytes");
-    let server = serving(&zip, Some(&wrong));
-    let cache = dir.path().join("cache");
-
+/// The error of downloading a made-up ml-100k zip published with `md5` (none: no `.zip.md5`),
+/// the cache folder it was to go into, and the server (its hits say what was fetched).
+fn refused_download(dir: &Path, md5: Option<&str>) -> (LocateError, PathBuf, FileServer) {
+    let zip = zip_folder(&fake_release(dir), "ml-100k");
+    let server = serving(&zip, md5);
+    let cache = dir.join("cache");
     let err = downloading(&cache, &server)
         .release(MovieLensVersion::Ml100k)
         .unwrap_err();
+    (err, cache, server)
+}
+
+#[test]
+fn a_zip_that_fails_its_md5_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = md5_hex(b"some other bytes");
+    let (err, cache, _server) = refused_download(dir.path(), Some(&wrong));
     let LocateError::Download { source, .. } = &err else {
         panic!("{err:?}");
     };
@@ -138,13 +144,7 @@ fn a_zip_that_fails_its_md5_is_refused() {
 #[test]
 fn a_zip_without_a_published_md5_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let zip = zip_folder(&fake_release(dir.path()), "ml-100k");
-    let server = serving(&zip, None);
-    let cache = dir.path().join("cache");
-
-    let err = downloading(&cache, &server)
-        .release(MovieLensVersion::Ml100k)
-        .unwrap_err();
+    let (err, cache, server) = refused_download(dir.path(), None);
     let LocateError::Download { source, .. } = &err else {
         panic!("{err:?}");
     };

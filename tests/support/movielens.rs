@@ -1,5 +1,5 @@
 //! The one way the tests find MovieLens: the library's [`Locator`] (`MOVIELENS_DATA`, else
-//! `../shared/data/movielens`, else a verified download into the cache), asked once per release
+//! the shared data beside the checkout, else a verified download into the cache), asked once per release
 //! per test binary. Without data every test that needs it fails with the locator's one message.
 
 use std::path::PathBuf;

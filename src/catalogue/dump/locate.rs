@@ -30,6 +30,18 @@ pub const BASE_URL_VAR: &str = "MOVIELENS_BASE_URL";
 /// Where GroupLens publishes the releases and their `.zip.md5` files.
 pub const DEFAULT_BASE_URL: &str = "https://files.grouplens.org/datasets/movielens";
 
+/// The shared data folder that sits beside this crate's checkout on the development machines
+/// (`movielens/` releases, `splits/` reference splits); it may not exist.
+fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}
+
+/// The folder of reference leave-one-out splits (`<release>.jsonl`) beside the checkout, when
+/// it exists; tests compare with it line by line, and with the committed digest always.
+pub fn reference_splits() -> Option<PathBuf> {
+    Some(shared_data().join("splits")).filter(|dir| dir.is_dir())
+}
+
 /// Where releases are looked for, in order.
 #[derive(Debug, Clone)]
 pub struct Locator {
@@ -88,13 +100,13 @@ pub enum LocateError {
 
 impl Locator {
     /// The locator the environment describes (see the module documentation); `beside` is
-    /// `../shared/data/movielens` next to this crate's sources.
+    /// the shared data folder next to this crate's sources.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let offline = var(OFFLINE_VAR).is_some_and(|v| v != "0");
         Self {
             data: var(DATA_VAR).map(PathBuf::from),
-            beside: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/movielens")),
+            beside: Some(shared_data().join("movielens")),
             cache: var(CACHE_VAR)
                 .map(PathBuf::from)
                 .unwrap_or_else(|| default_cache(var("XDG_CACHE_HOME"), var("HOME"))),
