@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod failure;
 pub mod flags;
 pub mod health;
+pub mod queue_probe;
 pub mod recommend;
 pub mod search;
 pub mod serve;
