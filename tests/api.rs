@@ -11,5 +11,6 @@ mod api {
 
     mod embedded;
     mod ops;
+    mod queue;
     mod redis;
 }
