@@ -9,6 +9,7 @@
 # images the Dockerfile and compose file name (deploy/standins.sh makes them offline), and
 # ml-latest-small where `movierec locate` finds it (MOVIELENS_DATA, ...).
 # Settings: SMOKE_WORKERS (3), SMOKE_REQUESTS (500), SMOKE_TRAIN_SECS (30), SMOKE_REBUILD (1).
+# With wrk installed it also measures the throughput through the published port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -121,18 +122,39 @@ print("smoke: jobs per worker:", done)
 sys.exit(0 if len(workers) == want and all((n or 0) > 0 for n in done.values()) else 1)
 PY
 
-say "under load: SIGKILL one worker, restart Redis; no accepted job may be lost"
-load --requests 600 --concurrency 16 --seed 2 --wait-ms 1000 --max-seconds 240 >"$ctx/failover.json" &
+if command -v wrk >/dev/null 2>&1; then
+    wrk -t1 -c32 -d10s -s deploy/wrk/recommend.lua "$url" >"$ctx/wrk.txt"
+    throughput=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$ctx/wrk.txt")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$ctx/wrk.txt")
+    [ -z "$non2xx" ] || die "wrk saw $non2xx answers that were not 2xx"
+    say "throughput through the stack: $throughput req/s (wrk, 32 connections, 10 s, wait_ms answers)"
+else
+    throughput="(no wrk)"
+fi
+
+say "failures under load: SIGKILL one worker, restart Redis; no accepted job may be lost"
+# Workers recreated with a slow batch (300 ms), so that jobs are in flight when one dies.
+RECSYS_BATCH_DELAY_MS=300 compose up -d --no-deps --scale worker="$workers" worker >"$ctx/up2.log" 2>&1 ||
+    { tail -20 "$ctx/up2.log"; die "recreating the workers"; }
+for _ in $(seq 1 120); do
+    n=$(curl -fsS "$url/health/ready" 2>/dev/null |
+        python3 -c 'import json,sys; print(len(json.load(sys.stdin)["workers"]))' 2>/dev/null || echo 0)
+    [ "$n" = "$workers" ] && break
+    sleep 1
+done
+# 600 requests started at 40 a second (15 s), from 64 threads.
+load --requests 600 --concurrency 64 --rate 40 --seed 2 --wait-ms 1000 --max-seconds 240 \
+    >"$ctx/failover.json" &
 loader=$!
-sleep 2
+sleep 4
 victim=$(compose ps -q worker | head -1)
 docker kill -s KILL "$victim" >/dev/null
-say "killed worker ${victim:0:12}"
-sleep 2
+say "killed worker ${victim:0:12} 4 s into the load"
+sleep 3
 t=$(now)
 compose restart redis >/dev/null 2>&1
-say "restarted Redis ($(since "$t") s)"
+say "restarted Redis 7 s into the load ($(since "$t") s)"
 wait $loader || { cat "$ctx/failover.json"; die "jobs lost or wrong after the failures"; }
 say "failover: $(cat "$ctx/failover.json")"
 
-say "PASSED: image $image_mb MB, build $build_s s, rebuild $rebuild_s s, ready $up_s s after up"
+say "PASSED: image $image_mb MB, build $build_s s, rebuild $rebuild_s s, ready $up_s s after up, $throughput req/s"

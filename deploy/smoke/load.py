@@ -86,7 +86,14 @@ def run(args) -> int:
             problems.append("an item without a title")
         return problems
 
+    began = time.monotonic()
+
     def one(i):
+        if args.rate:
+            # Open loop: request i starts at i / rate seconds, whatever the others do.
+            delay = began + i / args.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         user = users[(i * 7919 + args.seed) % len(users)]
         n = 5 + (i * 31) % 46
         start = (i * 17) % max(1, len(user) - n + 1)
@@ -154,7 +161,6 @@ def run(args) -> int:
         with lock:
             stats["lost"].append(f"job {job_id}: not finished before the deadline")
 
-    began = time.monotonic()
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         list(pool.map(one, range(args.requests)))
     seconds = time.monotonic() - began
@@ -189,6 +195,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=15.0)
     p.add_argument("--max-seconds", type=float, default=300.0)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--rate", type=float, default=0.0, help="requests started per second (0: as fast as answered)")
     return run(p.parse_args())
 
 
