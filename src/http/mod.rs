@@ -154,6 +154,7 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(from_fn(auth::guard))
                 .wrap(from_fn(edge::refuse_oversized))
+                .wrap(from_fn(body::close_unread_body))
                 .wrap(from_fn(metrics::track))
                 .wrap(from_fn(access_log::access_log))
                 .configure(routes::configure)

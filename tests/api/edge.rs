@@ -62,14 +62,27 @@ fn upload_head(path: &str, content_length: u64) -> String {
 }
 
 #[test]
-fn an_oversized_content_length_is_refused_before_its_body() {
+fn an_oversized_length_is_refused_before_its_body_and_no_unread_body_holds_a_connection() {
     let env = Env::new();
-    let server = env.serve(&["--embedded"], &[]);
+    let server = env.serve(&["--embedded"], &[("RECSYS_SECRET", "edge-secret")]);
     for path in ["/recommend", "/health"] {
         let mut s = open(server.port, &upload_head(path, 1_000_000_000_000), "{");
         let answer = read_until_closed(&mut s, Duration::from_secs(15));
         assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
         assert!(answer.contains("payload_too_large"), "{answer}");
+    }
+    // A chunked body that stalls, on routes that answer without reading it: the answer comes,
+    // and the connection is closed rather than kept waiting for the rest.
+    for (method, path, status) in [("POST", "/recommend", "401"), ("GET", "/health", "200")] {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut s = open(server.port, &head, "5\r\n{\"seq\r\n");
+        let answer = read_until_closed(&mut s, Duration::from_secs(15));
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {answer}"
+        );
     }
 }
 
@@ -87,9 +100,15 @@ fn stalled_uploads_are_cut_and_the_api_still_answers() {
     let base = server.base();
     let rss_start = rss_kib(server.pid());
 
+    // Most declare their length; one in ten is chunked, which actix would otherwise drain.
     let head = upload_head("/recommend", 1000);
+    let chunked_head = "POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                        Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
     let mut stalled: Vec<TcpStream> = (0..STALLED)
-        .map(|_| open(server.port, &head, r#"{"sequence": [1, 2"#))
+        .map(|i| match i % 10 {
+            0 => open(server.port, chunked_head, "5\r\n{\"seq\r\n"),
+            _ => open(server.port, &head, r#"{"sequence": [1, 2"#),
+        })
         .collect();
     let rss_stalled = rss_kib(server.pid());
 
