@@ -277,6 +277,11 @@ pub struct QueueSettings {
     /// Seconds a finished job's result stays readable.
     #[arg(long, env = "RECSYS_RESULT_TTL_SECS", default_value_t = 3600)]
     pub result_ttl_secs: u64,
+    /// Most finished results kept (the oldest go first): bounds the queue's memory whatever
+    /// the traffic.
+    #[arg(long, env = "RECSYS_RESULT_MAX", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub result_max: u64,
     /// Milliseconds any Redis call may take before the API answers 503.
     #[arg(long, env = "RECSYS_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,

@@ -45,6 +45,9 @@ enum Command {
     Evaluate(commands::evaluate::EvaluateArgs),
     /// Recommend the next movies for a sequence, from a checkpoint.
     Recommend(commands::recommend::RecommendArgs),
+    /// Print the folder of an extracted MovieLens release (`MOVIELENS_DATA`, the shared folder
+    /// beside the checkout, else a download into the cache), as the tests find it.
+    Locate(commands::locate::LocateArgs),
     /// Checks a running API's `/health` (exit 0 when healthy); the container HEALTHCHECK.
     Health(commands::health::HealthArgs),
     /// Serve the HTTP API (on Redis, or `--embedded` with an in-process worker).
@@ -107,6 +110,7 @@ fn run(command: Command, matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Worker(args) => commands::worker::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Health(args) => commands::health::run(args),
+        Command::Locate(args) => commands::locate::run(args),
     }
 }
 

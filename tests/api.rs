@@ -13,5 +13,6 @@ mod api {
     mod edge;
     mod embedded;
     mod ops;
+    mod queue;
     mod redis;
 }

@@ -4,6 +4,10 @@
 //! Every request is `POST /recommend?wait_ms=10000` with a real history: a window of 5 to 50
 //! consecutive movies cut from a catalogue user's ratings (in time order). Latency is measured
 //! end to end, from sending the request to reading the answer with its result.
+//!
+//! In Redis mode it also reports what the queue holds: with `--sample-depth`, the deepest
+//! waiting depth seen during each measurement (against `--queue-cap`), and after each one the
+//! bytes a finished job keeps in Redis.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -20,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::child::KillOnDrop;
+use super::queue_probe;
 use super::stats::percentile;
 
 /// Which deployment is measured.
@@ -68,6 +73,13 @@ pub struct ApiBenchArgs {
     /// Seed of the request sampler.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// `RECSYS_QUEUE_CAP` of the measured services; a 429 counts as rejected, not as an error.
+    #[arg(long, default_value_t = 100_000)]
+    pub queue_cap: u64,
+    /// In Redis mode, sample the waiting depth every millisecond during each measurement and
+    /// print the deepest seen (try `--concurrency 256 --queue-cap 200`).
+    #[arg(long)]
+    pub sample_depth: bool,
     /// Also write the rows as JSON to this file.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -80,10 +92,16 @@ struct Row {
     batching: bool,
     concurrency: usize,
     requests: usize,
+    /// 429 answers (queue full).
+    rejected: usize,
     errors: usize,
     requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Deepest waiting depth seen (Redis mode with `--sample-depth`).
+    max_depth: Option<u64>,
+    /// What finished jobs keep in Redis after the measurement (Redis mode).
+    kept: Option<queue_probe::KeptJobs>,
 }
 
 /// Shortest and longest history a request sends.
@@ -113,8 +131,16 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut redis = None;
     println!(
-        "{:<9} {:<8} {:>11} {:>9} {:>7} {:>10} {:>9} {:>9}",
-        "mode", "batching", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms"
+        "{:<9} {:<8} {:>11} {:>9} {:>8} {:>7} {:>10} {:>9} {:>9}",
+        "mode",
+        "batching",
+        "concurrency",
+        "requests",
+        "rejected",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p99 ms"
     );
     for &mode in &args.modes {
         let redis_url = match (mode, &args.redis_url) {
@@ -131,6 +157,7 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
             let batch_size = if batching { args.batch_size.max(2) } else { 1 };
             let services = Services::start(&args, mode, batch_size, redis_url.as_deref())?;
             let base = services.base.clone();
+            let queue = services.queue.clone();
             let measured: anyhow::Result<()> = runtime.block_on(async {
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
@@ -141,14 +168,38 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
                     let warmup = Duration::from_secs_f64(args.warmup_seconds.max(0.0));
                     load(&client, &base, &bodies, concurrency, warmup).await;
                     let span = Duration::from_secs_f64(args.seconds.max(0.1));
+                    let sampler = match (&redis_url, args.sample_depth) {
+                        (Some(url), true) => {
+                            Some(queue_probe::DepthSampler::start(url, &queue).await?)
+                        }
+                        _ => None,
+                    };
                     let sample = load(&client, &base, &bodies, concurrency, span).await;
-                    let row = sample.row(mode, batching, concurrency);
+                    let mut row = sample.row(mode, batching, concurrency);
+                    if let Some(sampler) = sampler {
+                        let (deepest, samples) = sampler.finish().await;
+                        row.max_depth = Some(deepest);
+                        println!(
+                            "  waiting depth: max {deepest} in {samples} samples (cap {})",
+                            args.queue_cap
+                        );
+                    }
+                    if let Some(url) = &redis_url {
+                        row.kept = queue_probe::kept_jobs(url, &queue).await?;
+                        if let Some(kept) = row.kept {
+                            println!(
+                                "  redis keeps {} finished jobs, {:.0} bytes each",
+                                kept.jobs, kept.bytes_per_job
+                            );
+                        }
+                    }
                     println!(
-                        "{:<9} {:<8} {:>11} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
+                        "{:<9} {:<8} {:>11} {:>9} {:>8} {:>7} {:>10.0} {:>9.2} {:>9.2}",
                         format!("{mode:?}").to_lowercase(),
                         if batching { "on" } else { "off" },
                         row.concurrency,
                         row.requests,
+                        row.rejected,
                         row.errors,
                         row.requests_per_sec,
                         row.p50_ms,
@@ -203,6 +254,7 @@ fn request_pool(args: &ApiBenchArgs) -> anyhow::Result<Vec<String>> {
 /// Latencies and failures of one load run.
 struct Sample {
     latencies_ms: Vec<f64>,
+    rejected: usize,
     errors: usize,
     elapsed: Duration,
 }
@@ -215,16 +267,20 @@ impl Sample {
             batching,
             concurrency,
             requests: self.latencies_ms.len(),
+            rejected: self.rejected,
             errors: self.errors,
             requests_per_sec: self.latencies_ms.len() as f64 / self.elapsed.as_secs_f64(),
             p50_ms: percentile(&self.latencies_ms, 0.5),
             p99_ms: percentile(&self.latencies_ms, 0.99),
+            max_depth: None,
+            kept: None,
         }
     }
 }
 
 /// `concurrency` closed-loop clients, each sending its next request as soon as the previous one
-/// is answered, for `span`. Only `200` answers (a finished job) count as successes.
+/// is answered, for `span`. Only `200` answers (a finished job) count as successes; a `429`
+/// (queue full) counts as rejected.
 async fn load(
     client: &reqwest::Client,
     base: &str,
@@ -241,40 +297,46 @@ async fn load(
         let bodies = Arc::clone(bodies);
         async move {
             let mut latencies = Vec::new();
+            let mut rejected = 0;
             let mut errors = 0;
             let mut i = c * bodies.len() / concurrency;
             while Instant::now() < deadline {
                 let body = bodies[i % bodies.len()].clone();
                 i += 1;
                 let t0 = Instant::now();
-                let ok = match client
+                let status = match client
                     .post(&url)
                     .header("content-type", "application/json")
                     .body(body)
                     .send()
                     .await
                 {
-                    Ok(res) => res.status().as_u16() == 200 && res.bytes().await.is_ok(),
-                    Err(_) => false,
+                    Ok(res) => {
+                        let status = res.status().as_u16();
+                        res.bytes().await.is_ok().then_some(status)
+                    }
+                    Err(_) => None,
                 };
-                if ok {
-                    latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-                } else {
-                    errors += 1;
+                match status {
+                    Some(200) => latencies.push(t0.elapsed().as_secs_f64() * 1000.0),
+                    Some(429) => rejected += 1,
+                    _ => errors += 1,
                 }
             }
-            (latencies, errors)
+            (latencies, rejected, errors)
         }
     });
     let results = futures::future::join_all(tasks).await;
     let elapsed = started.elapsed();
     let mut sample = Sample {
         latencies_ms: Vec::new(),
+        rejected: 0,
         errors: 0,
         elapsed,
     };
-    for (l, e) in results {
+    for (l, r, e) in results {
         sample.latencies_ms.extend(l);
+        sample.rejected += r;
         sample.errors += e;
     }
     sample
@@ -313,6 +375,8 @@ fn free_port() -> anyhow::Result<u16> {
 /// The measured processes: `serve` (plus a `worker` in Redis mode).
 struct Services {
     base: String,
+    /// The queue name the services share (fresh for each start).
+    queue: String,
     _procs: Vec<KillOnDrop>,
 }
 
@@ -335,7 +399,7 @@ impl Services {
                 .env("RECSYS_PORT", port.to_string())
                 .env_remove("RECSYS_SECRET")
                 .env("RECSYS_QUEUE", &queue)
-                .env("RECSYS_QUEUE_CAP", "100000")
+                .env("RECSYS_QUEUE_CAP", args.queue_cap.to_string())
                 .env("RECSYS_BATCH_SIZE", batch_size.to_string())
                 .env("RUST_LOG", "warn")
                 .env_remove("RECSYS_WORKER_METRICS_PORT")
@@ -363,6 +427,7 @@ impl Services {
         }
         Ok(Self {
             base: format!("http://127.0.0.1:{port}"),
+            queue,
             _procs: procs,
         })
     }

@@ -11,6 +11,8 @@ pub mod evaluate;
 pub mod failure;
 pub mod flags;
 pub mod health;
+pub mod locate;
+pub mod queue_probe;
 pub mod recommend;
 pub mod search;
 pub mod serve;

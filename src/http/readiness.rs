@@ -34,11 +34,15 @@ pub struct WorkerView {
     pub architecture: String,
     /// Checkpoint directory name (empty for popularity).
     pub checkpoint: String,
+    /// Jobs it has finished since it started, as of its last heartbeat (`null` for the
+    /// embedded model, whose requests `/metrics` counts).
+    pub jobs_done: Option<u64>,
 }
 
 impl WorkerView {
-    fn new(name: String, serving: &Serving, allow_fallback: bool) -> Self {
+    fn new(name: String, serving: &Serving, allow_fallback: bool, jobs_done: Option<u64>) -> Self {
         Self {
+            jobs_done,
             name,
             ready: serving.ready() || allow_fallback,
             source: serving.source,
@@ -52,7 +56,12 @@ impl ModelReadiness {
     /// The processes that serve now.
     pub async fn workers(&self) -> Result<Vec<WorkerView>, QueueError> {
         match self {
-            Self::Local(serving) => Ok(vec![WorkerView::new("embedded".into(), serving, false)]),
+            Self::Local(serving) => Ok(vec![WorkerView::new(
+                "embedded".into(),
+                serving,
+                false,
+                None,
+            )]),
             Self::Workers {
                 registry,
                 allow_fallback,
@@ -60,9 +69,15 @@ impl ModelReadiness {
                 .live()
                 .await?
                 .into_iter()
-                .map(|WorkerPresence { name, serving }| {
-                    WorkerView::new(name, &serving, *allow_fallback)
-                })
+                .map(
+                    |WorkerPresence {
+                         name,
+                         serving,
+                         jobs_done,
+                     }| {
+                        WorkerView::new(name, &serving, *allow_fallback, Some(jobs_done))
+                    },
+                )
                 .collect()),
         }
     }
@@ -93,7 +108,7 @@ mod tests {
             model: ModelInfo::popularity("ml-100k", 3),
             source,
         };
-        WorkerView::new("w".into(), &serving, allow)
+        WorkerView::new("w".into(), &serving, allow, None)
     }
 
     #[test]

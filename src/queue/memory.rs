@@ -1,7 +1,8 @@
 //! The in-process queue of the embedded mode: a tokio channel to the worker and a map of job
-//! states, with the same cap and result expiry as the Redis queue.
+//! states, with the same cap and result expiry (by time and by count) as the Redis queue. The cap
+//! is checked and the job counted under one lock, so concurrent callers cannot overshoot it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ struct Entry {
 
 struct State {
     jobs: HashMap<JobId, Entry>,
+    /// Finished jobs, oldest first (may name jobs already swept).
+    finished: VecDeque<JobId>,
     waiting: u64,
     last_sweep: Instant,
 }
@@ -37,6 +40,7 @@ struct Inner {
     rx: Mutex<Option<mpsc::UnboundedReceiver<MemoryJob>>>,
     cap: u64,
     ttl: Duration,
+    max_results: usize,
 }
 
 /// An in-process [`JobQueue`]; clones share the same queue.
@@ -46,13 +50,15 @@ pub struct MemoryQueue {
 }
 
 impl MemoryQueue {
-    /// A queue that holds at most `cap` waiting jobs and forgets results `ttl` after they finish.
-    pub fn new(cap: u64, ttl: Duration) -> Self {
+    /// A queue that holds at most `cap` waiting jobs and forgets results `ttl` after they finish,
+    /// or sooner when more than `max_results` have finished (the oldest go first).
+    pub fn new(cap: u64, ttl: Duration, max_results: u64) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     jobs: HashMap::new(),
+                    finished: VecDeque::new(),
                     waiting: 0,
                     last_sweep: Instant::now(),
                 }),
@@ -60,6 +66,7 @@ impl MemoryQueue {
                 rx: Mutex::new(Some(rx)),
                 cap,
                 ttl,
+                max_results: usize::try_from(max_results.max(1)).unwrap_or(usize::MAX),
             }),
         }
     }
@@ -82,6 +89,7 @@ impl MemoryQueue {
     /// Stores a job's outcome and wakes whoever waits on it.
     pub fn finish(&self, id: &JobId, outcome: Result<JobOutput, String>) {
         let mut state = self.lock();
+        let state = &mut *state;
         if let Some(entry) = state.jobs.get_mut(id) {
             entry.status = match outcome {
                 Ok(out) => JobStatus {
@@ -95,8 +103,16 @@ impl MemoryQueue {
                     error: Some(e),
                 },
             };
+            if entry.finished_at.is_none() {
+                state.finished.push_back(id.clone());
+            }
             entry.finished_at = Some(Instant::now());
             entry.watch.send_replace(entry.status.state);
+        }
+        while state.finished.len() > self.inner.max_results {
+            if let Some(old) = state.finished.pop_front() {
+                state.jobs.remove(&old);
+            }
         }
     }
 
@@ -118,6 +134,8 @@ impl MemoryQueue {
         state
             .jobs
             .retain(|_, e| e.finished_at.is_none_or(|t| now.duration_since(t) < ttl));
+        let jobs = &state.jobs;
+        state.finished.retain(|id| jobs.contains_key(id));
     }
 
     fn enqueue_now(&self, request: RecommendRequest) -> Result<JobId, QueueError> {
@@ -158,11 +176,16 @@ impl MemoryQueue {
     }
 
     fn status_now(&self, id: &JobId) -> Option<JobStatus> {
+        self.status_at(id, Instant::now())
+    }
+
+    /// The status as it reads at `now` (a parameter, so tests need not sleep through a TTL).
+    fn status_at(&self, id: &JobId, now: Instant) -> Option<JobStatus> {
         let state = self.lock();
         let entry = state.jobs.get(id)?;
         if entry
             .finished_at
-            .is_some_and(|t| t.elapsed() >= self.inner.ttl)
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.inner.ttl)
         {
             return None;
         }
@@ -257,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn lifecycle_and_cap() {
-        let q = MemoryQueue::new(2, Duration::from_secs(60));
+        let q = MemoryQueue::new(2, Duration::from_secs(60), 100);
         let mut rx = q.take_receiver().unwrap();
         assert!(q.take_receiver().is_none());
         let a = q.enqueue(req()).await.unwrap();
@@ -289,7 +312,7 @@ mod tests {
 
     #[tokio::test]
     async fn wait_times_out_on_a_queued_job() {
-        let q = MemoryQueue::new(10, Duration::from_secs(60));
+        let q = MemoryQueue::new(10, Duration::from_secs(60), 100);
         let _rx = q.take_receiver();
         let a = q.enqueue(req()).await.unwrap();
         let t = Instant::now();
@@ -303,14 +326,57 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn results_expire() {
-        let q = MemoryQueue::new(10, Duration::from_millis(20));
+    async fn results_expire_after_their_ttl() {
+        let q = MemoryQueue::new(10, Duration::from_secs(60), 100);
         let _rx = q.take_receiver();
         let a = q.enqueue(req()).await.unwrap();
         q.mark_running(&a);
         q.finish(&a, Err("bad".into()));
         assert_eq!(q.status(&a).await.unwrap().unwrap().state, JobState::Failed);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        assert!(q.status(&a).await.unwrap().is_none());
+        let later = Instant::now() + Duration::from_secs(59);
+        assert!(q.status_at(&a, later).is_some());
+        let past = Instant::now() + Duration::from_secs(61);
+        assert!(q.status_at(&a, past).is_none());
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_results_are_kept() {
+        let q = MemoryQueue::new(10, Duration::from_secs(60), 3);
+        let _rx = q.take_receiver();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let id = q.enqueue(req()).await.unwrap();
+            q.mark_running(&id);
+            q.finish(&id, Ok(output()));
+            ids.push(id);
+        }
+        let kept: Vec<bool> = ids.iter().map(|id| q.status_now(id).is_some()).collect();
+        assert_eq!(kept, [false, false, true, true, true]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_callers_cannot_overshoot_the_cap() {
+        let q = MemoryQueue::new(5, Duration::from_secs(60), 100);
+        let _rx = q.take_receiver();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let mut admitted = 0;
+                    for _ in 0..4 {
+                        if q.enqueue(req()).await.is_ok() {
+                            admitted += 1;
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += t.await.unwrap();
+        }
+        assert_eq!(admitted, 5);
+        assert_eq!(q.depth().await.unwrap(), 5);
     }
 }

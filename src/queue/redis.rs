@@ -1,14 +1,14 @@
-//! The Redis queue: jobs pushed with apalis-redis (so `movierec worker` consumes them with an
-//! apalis worker), statuses and results read back from the task metadata apalis keeps, finished
-//! jobs woken through Redis pub/sub, and results purged after their time to live.
+//! The Redis queue: jobs pushed in apalis-redis' layout (so `movierec worker` consumes them with
+//! an apalis worker) by a Lua script that checks the cap in the same step, statuses and results
+//! read back from the task metadata apalis keeps, finished jobs woken through Redis pub/sub, and
+//! finished jobs dropped after their time to live or beyond a count, oldest first.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
-use apalis_redis::{Config, RedisStorage};
+use apalis_redis::Config;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use redis::AsyncCommands;
@@ -26,18 +26,20 @@ const APALIS_MAX_ATTEMPTS: u32 = 25;
 /// How often a waiter re-reads a job's status when no notification arrives.
 const WAIT_POLL: Duration = Duration::from_millis(100);
 
-/// Deletes the metadata, payload and set entries of jobs whose results have expired.
-const PURGE_SCRIPT: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[3] .. ':' .. id)
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('SREM', KEYS[3], id)
-  redis.call('SREM', KEYS[4], id)
-  redis.call('ZREM', KEYS[1], id)
-end
-return #ids
-";
+/// Admits a job only while fewer than the cap wait: the check and the push in one step.
+const ENQUEUE_SCRIPT: &str = include_str!("lua/enqueue.lua");
+
+/// Drops the jobs whose results have expired.
+const PURGE_SCRIPT: &str = concat!(
+    include_str!("lua/forget.lua"),
+    include_str!("lua/purge.lua")
+);
+
+/// Schedules a finished job's expiry and drops the oldest finished jobs beyond the count bound.
+const FINISH_SCRIPT: &str = concat!(
+    include_str!("lua/forget.lua"),
+    include_str!("lua/finish.lua")
+);
 
 /// Where and how the Redis queue runs.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct RedisQueueConfig {
     pub cap: u64,
     /// How long finished results stay readable.
     pub result_ttl: Duration,
+    /// Most finished results kept; beyond it the oldest are dropped first.
+    pub result_max: u64,
     /// Bound on every Redis round trip.
     pub timeout: Duration,
     /// Worker heartbeat interval; a worker silent for three of them is presumed dead and its jobs
@@ -76,6 +80,13 @@ impl RedisQueueConfig {
 
 type Waiters = Mutex<HashMap<String, Arc<Notify>>>;
 
+/// The Lua scripts, compiled (hashed) once per queue.
+struct Scripts {
+    enqueue: redis::Script,
+    purge: redis::Script,
+    finish: redis::Script,
+}
+
 /// A [`JobQueue`] on Redis; cheap to clone.
 #[derive(Clone)]
 pub struct RedisQueue {
@@ -83,9 +94,9 @@ pub struct RedisQueue {
     apalis: Config,
     client: redis::Client,
     conn: ConnectionManager,
-    storage: RedisStorage<RecommendJob>,
     waiters: Arc<Waiters>,
     expiry_key: String,
+    scripts: Arc<Scripts>,
 }
 
 impl RedisQueue {
@@ -102,7 +113,6 @@ impl RedisQueue {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
             .map_err(|e| QueueError::Unavailable(e.to_string()))?;
         let apalis = cfg.apalis_config(1);
-        let storage = RedisStorage::new(conn.clone()).with_config(apalis.clone());
         let waiters: Arc<Waiters> = Arc::default();
         let expiry_key = format!("{}:movierec:expiry", cfg.queue);
         tokio::spawn(listen_for_finished(
@@ -118,9 +128,13 @@ impl RedisQueue {
             apalis,
             client,
             conn,
-            storage,
             waiters,
             expiry_key,
+            scripts: Arc::new(Scripts {
+                enqueue: redis::Script::new(ENQUEUE_SCRIPT),
+                purge: redis::Script::new(PURGE_SCRIPT),
+                finish: redis::Script::new(FINISH_SCRIPT),
+            }),
         })
     }
 
@@ -140,33 +154,36 @@ impl RedisQueue {
     }
 
     /// Records that `id` finished now, so that [`RedisQueue::purge_expired`] removes it once its
-    /// result's time to live has passed.
-    pub async fn schedule_expiry(&self, id: &str) -> Result<(), QueueError> {
-        let at = now_ms() / 1000 + self.cfg.result_ttl.as_secs();
+    /// result's time to live has passed, and drops the oldest finished jobs beyond
+    /// [`RedisQueueConfig::result_max`]; returns how many went.
+    pub async fn schedule_expiry(&self, id: &str) -> Result<u64, QueueError> {
+        let at = now_ms().saturating_add(duration_ms(self.cfg.result_ttl));
         let mut conn = self.conn.clone();
-        let key = self.expiry_key.clone();
+        let keys = self.forget_keys();
+        let meta = self.apalis.job_meta_hash();
+        let max = self.cfg.result_max.max(1);
+        let script = Arc::clone(&self.scripts);
         let id = id.to_owned();
         self.bounded(async move {
-            let added: redis::RedisResult<()> = conn.zadd(key, id, at).await;
-            added
+            let mut inv = script.finish.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(id).arg(at).arg(max).arg(meta);
+            inv.invoke_async::<u64>(&mut conn).await
         })
         .await
     }
 
     /// Deletes up to `limit` jobs whose results have expired; returns how many.
     pub async fn purge_expired(&self, limit: usize) -> Result<u64, QueueError> {
-        let script = redis::Script::new(PURGE_SCRIPT);
         let mut conn = self.conn.clone();
-        let now = now_ms() / 1000;
+        let now = now_ms();
         let meta = self.apalis.job_meta_hash();
-        let keys = [
-            self.expiry_key.clone(),
-            self.apalis.job_data_hash(),
-            self.apalis.done_jobs_set(),
-            self.apalis.dead_jobs_set(),
-        ];
+        let keys = self.forget_keys();
+        let script = Arc::clone(&self.scripts);
         self.bounded(async move {
-            let mut inv = script.prepare_invoke();
+            let mut inv = script.purge.prepare_invoke();
             for k in &keys {
                 inv.key(k);
             }
@@ -174,6 +191,16 @@ impl RedisQueue {
             inv.invoke_async::<u64>(&mut conn).await
         })
         .await
+    }
+
+    /// The keys `lua/forget.lua` expects, in its order.
+    fn forget_keys(&self) -> [String; 4] {
+        [
+            self.expiry_key.clone(),
+            self.apalis.job_data_hash(),
+            self.apalis.done_jobs_set(),
+            self.apalis.dead_jobs_set(),
+        ]
     }
 
     /// Runs one Redis call within the configured timeout.
@@ -201,7 +228,7 @@ impl RedisQueue {
         }
         let ttl = self.cfg.result_ttl.as_secs();
         if let Some(done_at) = meta.get("done_at").and_then(|d| d.parse::<u64>().ok())
-            && done_at + ttl < now_ms() / 1000
+            && done_at.saturating_add(ttl) < now_ms() / 1000
             && matches!(
                 meta.get("status").map(String::as_str),
                 Some("Done" | "Killed")
@@ -221,6 +248,11 @@ impl RedisQueue {
         let mut map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(id.as_str());
     }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Turns apalis' task metadata into a job status.
@@ -335,40 +367,44 @@ async fn listen_for_finished(client: redis::Client, channels: Vec<String>, waite
 impl JobQueue for RedisQueue {
     fn enqueue(&self, request: RecommendRequest) -> BoxFuture<'_, Result<JobId, QueueError>> {
         async move {
-            let depth = self.depth().await?;
-            if depth >= self.cfg.cap {
+            let id = JobId::mint();
+            let data = serde_json::to_vec(&RecommendJob::new(request))
+                .map_err(|e| QueueError::Corrupt(format!("job payload: {e}")))?;
+            let mut conn = self.conn.clone();
+            let script = Arc::clone(&self.scripts);
+            let keys = [
+                self.apalis.job_data_hash(),
+                self.apalis.active_jobs_list(),
+                self.apalis.scheduled_jobs_set(),
+            ];
+            let meta = self.apalis.job_meta_hash();
+            let channel = self.cfg.available_channel();
+            let cap = self.cfg.cap;
+            let task_id = id.to_string();
+            let (admitted, depth): (u8, u64) = self
+                .bounded(async move {
+                    let mut inv = script.enqueue.prepare_invoke();
+                    for k in &keys {
+                        inv.key(k);
+                    }
+                    // apalis schedules every push for "now" (whole seconds) and files it in the
+                    // scheduled set; workers promote it when they fetch. The announcement wakes
+                    // idle workers at once instead of at their next poll.
+                    inv.arg(cap)
+                        .arg(task_id)
+                        .arg(data)
+                        .arg(meta)
+                        .arg(APALIS_MAX_ATTEMPTS)
+                        .arg(now_ms() / 1000)
+                        .arg(channel);
+                    inv.invoke_async(&mut conn).await
+                })
+                .await?;
+            if admitted == 0 {
                 return Err(QueueError::Full {
                     depth,
                     retry_after: Duration::from_secs(1),
                 });
-            }
-            let id = JobId::mint();
-            let task = TaskBuilder::new(RecommendJob::new(request))
-                .task_id(TaskId::from_string(id.as_str()))
-                .build();
-            let mut storage = self.storage.clone();
-            match tokio::time::timeout(self.cfg.timeout, storage.push_task(task)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(QueueError::Unavailable(e.to_string())),
-                Err(_) => {
-                    return Err(QueueError::Unavailable(
-                        "Redis did not accept the job in time".into(),
-                    ));
-                }
-            }
-            // apalis files a pushed task under its scheduled set (due now) without announcing
-            // it; announce it so idle workers fetch at once instead of at their next poll.
-            let mut conn = self.conn.clone();
-            let channel = self.cfg.available_channel();
-            let announce = id.to_string();
-            if let Err(e) = self
-                .bounded(async move {
-                    let n: redis::RedisResult<u64> = conn.publish(channel, announce).await;
-                    n
-                })
-                .await
-            {
-                tracing::debug!(error = %e, "could not announce a job; workers will poll for it");
             }
             Ok(id)
         }

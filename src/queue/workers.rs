@@ -26,6 +26,10 @@ pub struct WorkerPresence {
     pub name: String,
     /// What it serves, and why.
     pub serving: Serving,
+    /// Jobs it has finished since it started, as of its last heartbeat (so an operator sees that
+    /// every worker takes its share).
+    #[serde(default)]
+    pub jobs_done: u64,
 }
 
 impl WorkerPresence {
@@ -144,5 +148,20 @@ impl WorkerRegistry {
             .collect();
         live.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_without_a_job_count_still_reads() {
+        // What a worker of the release before the count wrote: it must not vanish from
+        // readiness during a rolling upgrade.
+        let old = r#"{"name":"w1","serving":{"model":{"architecture":"popularity","dataset":"ml-100k","checkpoint":"","items":3,"max_len":0},"source":"checkpoint"}}"#;
+        let presence: WorkerPresence = serde_json::from_str(old).unwrap();
+        assert_eq!(presence.name, "w1");
+        assert_eq!(presence.jobs_done, 0);
     }
 }

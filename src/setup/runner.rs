@@ -40,6 +40,7 @@ pub fn redis_config(settings: &QueueSettings) -> RedisQueueConfig {
         queue: settings.queue_name.clone(),
         cap: settings.queue_cap,
         result_ttl: Duration::from_secs(settings.result_ttl_secs.max(1)),
+        result_max: settings.result_max.max(1),
         timeout: Duration::from_millis(settings.redis_timeout_ms.max(1)),
         heartbeat: Duration::from_secs(settings.heartbeat_secs.max(1)),
     }
@@ -63,6 +64,7 @@ impl EmbeddedWorker {
         let memory = MemoryQueue::new(
             queue.queue_cap,
             Duration::from_secs(queue.result_ttl_secs.max(1)),
+            queue.result_max.max(1),
         );
         let (stop, stopped) = watch::channel(false);
         let jobs = memory.take_receiver().ok_or(SetupError::QueueReceiver)?;

@@ -12,6 +12,7 @@
 //!   whether the service is ready), and withdraws that when it stops.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ struct HandlerCtx {
     finished: Arc<Notify>,
     queue: RedisQueue,
     max_attempts: u32,
+    /// Jobs finished for good (done, bad input, or out of attempts), announced every heartbeat.
+    jobs_done: Arc<AtomicU64>,
 }
 
 async fn handle(
@@ -72,8 +75,11 @@ async fn handle(
     ctx.finished.notify_one();
     let last_try = attempt.current() >= ctx.max_attempts.max(1) as usize;
     let finished = outcome.is_ok() || matches!(outcome, Err(JobError::BadInput(_))) || last_try;
-    if finished && let Err(e) = ctx.queue.schedule_expiry(&id.to_string()).await {
-        tracing::warn!(job = %id, error = %e, "could not schedule the result's expiry");
+    if finished {
+        ctx.jobs_done.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = ctx.queue.schedule_expiry(&id.to_string()).await {
+            tracing::warn!(job = %id, error = %e, "could not schedule the result's expiry");
+        }
     }
     match outcome {
         Ok(out) => Ok(out),
@@ -99,12 +105,15 @@ pub async fn run_redis_worker(
     shutdown: watch::Receiver<bool>,
 ) {
     let purge = tokio::spawn(purge_loop(queue.clone(), shutdown.clone()));
+    let jobs_done = Arc::new(AtomicU64::new(0));
     let presence = tokio::spawn(presence_loop(
         WorkerRegistry::new(&queue),
         WorkerPresence {
             name: config.name.clone(),
             serving: config.serving.clone(),
+            jobs_done: 0,
         },
+        jobs_done.clone(),
         queue.config().heartbeat,
         shutdown.clone(),
     ));
@@ -113,6 +122,7 @@ pub async fn run_redis_worker(
         finished: Arc::new(Notify::new()),
         queue: queue.clone(),
         max_attempts: config.max_attempts,
+        jobs_done,
     });
     let mut generation = 0usize;
     loop {
@@ -165,13 +175,15 @@ pub async fn run_redis_worker(
 /// stops counting this worker as soon as it stops taking jobs.
 async fn presence_loop(
     registry: WorkerRegistry,
-    presence: WorkerPresence,
+    mut presence: WorkerPresence,
+    jobs_done: Arc<AtomicU64>,
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let lifetime = heartbeat * PRESENCE_HEARTBEATS;
     let mut failing = false;
     loop {
+        presence.jobs_done = jobs_done.load(Ordering::Relaxed);
         match registry.announce(&presence, lifetime).await {
             Ok(()) if failing => {
                 tracing::info!("worker presence announced again");

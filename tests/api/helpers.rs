@@ -13,8 +13,9 @@ use serde_json::Value;
 /// Longest any helper waits for a process or a condition.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
+/// A free loopback port (bound, then released: another process may take it before its user
+/// binds it, so only [`Redis`] uses it, and it retries on another port when that happens).
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -42,54 +43,95 @@ fn log_target(dir: &Path, name: &str) -> Stdio {
     }
 }
 
-/// A `redis-server` of our own on a free loopback port, without persistence.
+/// A `redis-server` of our own on a free loopback port; without persistence unless started with
+/// [`Redis::start_persistent`].
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// The AOF's folder, for a persistent one.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// With the append-only file on (fsync on every write), so that what it accepted survives a
+    /// SIGKILL and a restart on the same port and folder.
+    pub fn start_persistent() -> Self {
+        Self::start_in(Some(tempfile::tempdir().unwrap()))
+    }
+
+    /// A port found free may be taken before redis binds it: then try another.
+    fn start_in(dir: Option<tempfile::TempDir>) -> Self {
         let mut r = Self {
-            port: free_port(),
+            port: 0,
             child: None,
+            dir,
         };
-        r.restart();
-        r
+        for _ in 0..10 {
+            r.port = free_port();
+            if r.try_start() {
+                return r;
+            }
+        }
+        panic!("redis-server could not bind a free port in 10 tries");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Starts it (again) on the same port, empty, and waits for PONG.
+    /// Starts it (again) on the same port (and, when persistent, the same folder) and waits
+    /// for it to answer.
     pub fn restart(&mut self) {
+        assert!(
+            self.try_start(),
+            "redis-server did not start again on its port"
+        );
+    }
+
+    /// Spawns redis-server on `self.port`; true once this very process answers (a redis of
+    /// another test that holds the port does not count), false when it exited (port taken).
+    fn try_start(&mut self) -> bool {
         assert!(self.child.is_none(), "redis is already running");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_str().unwrap().to_owned());
+        match &dir {
+            Some(dir) => args.extend([
                 "--appendonly",
-                "no",
-            ])
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                dir,
+            ]),
+            None => args.extend(["--appendonly", "no"]),
+        }
+        let child = Command::new("redis-server")
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed");
+        let pid = child.id();
         self.child = Some(child);
         let port = self.port;
-        wait_until("redis to answer PING", TIMEOUT, || {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-            s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
-            s.write_all(b"PING\r\n").ok()?;
-            let mut buf = [0u8; 7];
-            s.read_exact(&mut buf).ok()?;
-            (&buf == b"+PONG\r\n").then_some(())
+        let started = wait_until("redis to answer or exit", TIMEOUT, || {
+            if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
+                return Some(false);
+            }
+            (server_pid(port)? == pid).then_some(true)
         });
+        if !started {
+            self.child = None;
+        }
+        started
     }
 
     /// Kills it (SIGKILL) and waits for it to go.
@@ -107,6 +149,33 @@ impl Redis {
             .get_connection()
             .unwrap()
     }
+}
+
+/// The process id of the redis answering on `port`, if one answers.
+fn server_pid(port: u16) -> Option<u32> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = 0;
+    loop {
+        let n = s.read(&mut buf[got..]).ok()?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+        let text = String::from_utf8_lossy(&buf[..got]);
+        if let Some(at) = text.find("process_id:") {
+            let rest = &text[at + "process_id:".len()..];
+            if let Some(end) = rest.find("\r\n") {
+                return rest[..end].trim().parse().ok();
+            }
+        }
+        if got == buf.len() {
+            break;
+        }
+    }
+    None
 }
 
 impl Drop for Redis {
@@ -287,6 +356,38 @@ impl Env {
         let url = format!("{}/health", proc.base());
         wait_until("the server to answer /health", TIMEOUT, || {
             client().get(&url).send().ok().map(|_| ())
+        });
+        proc
+    }
+
+    /// `movierec worker` with its metrics server on port 0; returns once it has logged the
+    /// port it bound (in `Proc::port`).
+    pub fn worker_with_metrics(&self, name: &str, extra: &[(&str, &str)]) -> Proc {
+        let log = self.dir.path().join(format!("worker-{name}.err.log"));
+        let mut env: Vec<(&str, &str)> = vec![
+            ("RECSYS_WORKER_NAME", name),
+            ("RECSYS_WORKER_METRICS_PORT", "0"),
+        ];
+        env.extend_from_slice(extra);
+        let child = self
+            .command(&["worker"], &env, &format!("worker-{name}"))
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut proc = Proc {
+            child: Some(child),
+            port: 0,
+            log: Some(log),
+        };
+        proc.port = wait_until("the worker to log its metrics port", TIMEOUT, || {
+            if let Some(status) = proc.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the worker exited ({status}): {:?}", proc.log_lines());
+            }
+            proc.log_lines()
+                .iter()
+                .find(|l| l["message"] == "worker metrics at /metrics")
+                .and_then(|l| l["port"].as_u64())
+                .map(|p| u16::try_from(p).unwrap())
         });
         proc
     }

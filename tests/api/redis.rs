@@ -1,7 +1,7 @@
 //! `serve` + `worker` processes sharing a real `redis-server`.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::Commands;
 use serde_json::json;
@@ -42,21 +42,6 @@ fn redis_end_to_end_poll_wait_and_unknown_job() {
     assert_eq!(status, 200, "{waited}");
     assert_good_result(&waited, &seq, &avoided, 4);
     assert_eq!(waited["result"]["items"][0]["movie_id"], 181);
-
-    // An idle system answers a waiting caller quickly: wake-ups, not poll intervals. Loose
-    // bounds, for a loaded CI machine; `movierec bench api` measures the latency itself.
-    let mut waits: Vec<Duration> = (0..20)
-        .map(|_| {
-            let started = Instant::now();
-            let (status, _, _) =
-                post_recommend(&base, "?wait_ms=5000", &json!({"sequence": [1], "k": 3}));
-            assert_eq!(status, 200);
-            started.elapsed()
-        })
-        .collect();
-    waits.sort();
-    assert!(waits[10] < Duration::from_millis(50), "{waits:?}");
-    assert!(waits[19] < Duration::from_millis(400), "{waits:?}");
 
     let (status, err) = get_json(&format!("{base}/recommend/{}", uuid::Uuid::new_v4()));
     assert_eq!(
@@ -242,11 +227,9 @@ fn three_workers_share_one_queue_and_a_thousand_jobs_complete_exactly_once() {
         .with("RECSYS_WORKER_CONCURRENCY", "2")
         .with("RECSYS_BATCH_WAIT_US", "20000");
     let server = env.serve(&[], &[]);
-    let ports: Vec<String> = WORKERS.iter().map(|_| free_port().to_string()).collect();
-    let _workers: Vec<Proc> = WORKERS
+    let workers: Vec<Proc> = WORKERS
         .iter()
-        .zip(&ports)
-        .map(|(name, port)| env.worker(name, &[("RECSYS_WORKER_METRICS_PORT", port.as_str())]))
+        .map(|name| env.worker_with_metrics(name, &[]))
         .collect();
     let base = server.base();
     // Post only once every worker has registered, or the first one up may take every job.
@@ -299,8 +282,8 @@ fn three_workers_share_one_queue_and_a_thousand_jobs_complete_exactly_once() {
 
     // Each worker counts the jobs it finished: together exactly one per job.
     let mut handled = 0;
-    for port in &ports {
-        let metrics = get_text(&format!("http://127.0.0.1:{port}/metrics"));
+    for worker in &workers {
+        let metrics = get_text(&format!("{}/metrics", worker.base()));
         let line = metrics
             .lines()
             .find(|l| l.starts_with(r#"movierec_jobs_total{outcome="done"}"#))
