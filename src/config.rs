@@ -154,17 +154,14 @@ pub struct ModelSettings {
     pub allow_popularity_fallback: bool,
 }
 
-/// A secret that never shows in logs or `Debug` output.
+/// A secret that never shows in logs or `Debug` output. Never empty or blank: parsing refuses
+/// those, so a `RECSYS_SECRET=` left empty stops the program instead of silently switching auth
+/// off (unset means no auth).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
-    /// True for an empty value (`RECSYS_SECRET=`), which means no secret.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The secret's bytes, for a constant-time comparison.
+    /// The secret's bytes, for a constant-time comparison and for deriving the session key.
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }
@@ -180,9 +177,20 @@ impl std::str::FromStr for Secret {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err(
+                "RECSYS_SECRET (--secret) is set but empty or blank, which would lock \
+                        everyone out or let everyone in: set it to a long random value (e.g. \
+                        `openssl rand -hex 32`), or unset it to serve without auth"
+                    .into(),
+            );
+        }
         Ok(Self(s.to_owned()))
     }
 }
+
+/// Default of [`ServerSettings::session_ttl_secs`]: 12 hours.
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 12 * 3600;
 
 /// Default of [`ServerSettings::max_k`].
 pub const DEFAULT_MAX_K: usize = 100;
@@ -202,9 +210,19 @@ pub struct ServerSettings {
     /// Port the API listens on (0 picks a free one).
     #[arg(long, env = "RECSYS_PORT", default_value_t = 8000)]
     pub port: u16,
-    /// When set, the JSON API requires `Authorization: Bearer <secret>`.
+    /// When set, everything but the page, sign-in, static files, health, metrics and the OpenAPI
+    /// document needs `Authorization: Bearer <secret>` or the session cookie that signing in
+    /// with it sets. Empty or blank is an error; unset means no auth.
     #[arg(long, env = "RECSYS_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
+    /// Seconds a sign-in stays valid (the session cookie's signed expiry).
+    #[arg(long, env = "RECSYS_SESSION_TTL_SECS", default_value_t = DEFAULT_SESSION_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl_secs: u64,
+    /// Mark the session cookie `Secure` (browsers then send it over HTTPS only). Set it when a
+    /// TLS proxy fronts the API; the API itself speaks plain HTTP.
+    #[arg(long, env = "RECSYS_SECURE_COOKIE")]
+    pub secure_cookie: bool,
     /// Largest k a request may ask for.
     #[arg(long, env = "RECSYS_MAX_K", default_value_t = DEFAULT_MAX_K)]
     pub max_k: usize,
@@ -214,12 +232,33 @@ pub struct ServerSettings {
     /// Largest `limit` of a movie search.
     #[arg(long, env = "RECSYS_MAX_SEARCH_LIMIT", default_value_t = DEFAULT_MAX_SEARCH_LIMIT)]
     pub max_search_limit: usize,
+    /// Milliseconds a client has to send a request's head, and again its body; a slower one
+    /// gets 408 and its connection is closed, so stalled uploads cannot pile up.
+    #[arg(long, env = "RECSYS_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// Seconds an idle keep-alive connection stays open (0: one request per connection).
+    #[arg(long, env = "RECSYS_KEEP_ALIVE_SECS", default_value_t = 5)]
+    pub keep_alive_secs: u64,
+    /// Milliseconds a closing connection gets to shut down cleanly before it is dropped.
+    #[arg(long, env = "RECSYS_DISCONNECT_TIMEOUT_MS", default_value_t = 1000)]
+    pub disconnect_timeout_ms: u64,
+    /// Most connections open at once (all worker threads together); beyond it new ones wait in
+    /// the listen backlog until one closes. Kept under the open-file limit, which start-up
+    /// raises to its hard maximum.
+    #[arg(long, env = "RECSYS_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Connections the kernel may queue while none can be accepted (the listen backlog).
+    #[arg(long, env = "RECSYS_BACKLOG", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub backlog: u32,
 }
 
 impl ServerSettings {
-    /// The secret to require, if any (an empty one counts as none).
+    /// The secret to require, if any.
     pub fn required_secret(&self) -> Option<&Secret> {
-        self.secret.as_ref().filter(|s| !s.is_empty())
+        self.secret.as_ref()
     }
 }
 

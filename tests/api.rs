@@ -9,6 +9,8 @@ mod movielens;
 mod api {
     pub mod helpers;
 
+    mod auth;
+    mod edge;
     mod embedded;
     mod ops;
     mod queue;

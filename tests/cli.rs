@@ -1,7 +1,7 @@
 //! The operator's command line, on the real `movierec` binary: the program's own `--version`,
 //! `--dataset` and its old name, log formats, errors said once with the command that fixes them,
 //! `dump` recognising a release from its files, a malformed `.env`, `serve`'s worker-only
-//! flags, and the popularity fallback that makes a service not ready.
+//! flags, an empty or blank secret, and the popularity fallback that makes a service not ready.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -280,6 +280,78 @@ fn serve_refuses_embedded_worker_flags_without_embedded() {
         .unwrap_or_else(|| panic!("{help}"));
     assert!(help[heading..].contains("--batch-size"), "{help}");
     assert!(!help[..heading].contains("--batch-size"), "{help}");
+}
+
+/// Runs `cmd` to its end, or kills it after 20 s (a server that should have refused to start).
+fn output_within(mut cmd: Command) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(out_path).unwrap(),
+        stderr: std::fs::read(err_path).unwrap(),
+    }
+}
+
+#[test]
+fn an_empty_or_blank_secret_stops_every_command_that_takes_it() {
+    // A catalogue exists, so a command that let the secret through would go on and serve.
+    let dir = tempfile::tempdir().unwrap();
+    dump_ml100k(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let serve = [
+        "serve",
+        "--embedded",
+        "--dataset",
+        "ml-100k",
+        "--database-root",
+        root,
+        "--port",
+        "0",
+    ];
+    let demo = [
+        "demo",
+        "--dataset",
+        "ml-100k",
+        "--database-root",
+        root,
+        "--train-secs",
+        "1",
+        "--port",
+        "0",
+    ];
+    for args in [&serve[..], &demo[..]] {
+        for value in ["", "   ", "\t"] {
+            let out = output_within(movierec(dir.path(), args, &[("RECSYS_SECRET", value)]));
+            assert!(!out.status.success(), "{args:?} with {value:?} started");
+            let err = stderr(&out);
+            assert!(
+                err.contains("empty or blank"),
+                "{args:?} with {value:?}: {err}"
+            );
+            assert!(err.contains("unset it"), "the next step is named: {err}");
+        }
+    }
+    let mut with_flag = serve.to_vec();
+    with_flag.extend(["--secret", " "]);
+    let err = stderr(&output_within(movierec(dir.path(), &with_flag, &[])));
+    assert!(err.contains("empty or blank"), "{err}");
 }
 
 #[test]

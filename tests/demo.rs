@@ -3,8 +3,9 @@
 //!
 //! Needs Debian's `chromium` and `chromedriver` (`.ci/run` installs them). It runs against the
 //! real binary in embedded mode, over a catalogue dumped from ml-latest-small (found by `support/movielens.rs`) and a
-//! tiny checkpoint trained in the test, with `RECSYS_SECRET` set so the page is shown to work
-//! without the secret ever reaching the browser.
+//! tiny checkpoint trained in the test, with `RECSYS_SECRET` set: the person signs in once on the
+//! page's form, and the page then works on its signed session cookie, the secret itself never
+//! sent back to the browser.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -217,10 +218,52 @@ async fn a_person_walks_through_the_demo_page() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     client.goto(&format!("{base}/")).await.unwrap();
+    // 0. The page asks for the secret once.
+    assert!(
+        client
+            .find_all(Locator::Id("search-form"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the app is not shown before sign-in"
+    );
+    let secret = client.find(Locator::Id("secret")).await.unwrap();
+    secret.send_keys("not-the-secret").await.unwrap();
+    client
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = client
+        .wait()
+        .for_element(Locator::Id("sign-in-error"))
+        .await
+        .unwrap();
+    assert!(refused.text().await.unwrap().contains("not the secret"));
+    let secret = client
+        .wait()
+        .for_element(Locator::Id("secret"))
+        .await
+        .unwrap();
+    secret.send_keys(SECRET).await.unwrap();
+    client
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("search-form"))
+        .await
+        .unwrap();
     assert!(client.source().await.unwrap().contains("movierec"));
     assert!(
         !client.source().await.unwrap().contains(SECRET),
-        "the secret must never reach the browser"
+        "the secret is never sent back to the browser"
     );
 
     // 1–2. Search "toy story" and add Toy Story (1995).

@@ -397,7 +397,7 @@ impl Services {
                 .env("DATABASE_ROOT", &args.catalogue.database_root)
                 .env("RECSYS_HOST", "127.0.0.1")
                 .env("RECSYS_PORT", port.to_string())
-                .env("RECSYS_SECRET", "")
+                .env_remove("RECSYS_SECRET")
                 .env("RECSYS_QUEUE", &queue)
                 .env("RECSYS_QUEUE_CAP", args.queue_cap.to_string())
                 .env("RECSYS_BATCH_SIZE", batch_size.to_string())

@@ -69,8 +69,13 @@ pub enum ApiError {
     /// The body is larger than the limit.
     #[error("the request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    /// Missing or wrong bearer secret.
-    #[error("missing or wrong bearer token")]
+    /// The body did not arrive within the request timeout.
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    RequestTimeout { timeout_ms: u64 },
+    /// No credentials, or wrong ones.
+    #[error(
+        "missing or wrong credentials: send `Authorization: Bearer <secret>`, or sign in on the page"
+    )]
     Unauthorized,
     /// Too many jobs are waiting.
     #[error("the queue is full; retry in {} s", retry_after.as_secs().max(1))]
@@ -103,6 +108,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestTimeout { .. } => "request_timeout",
             Self::Unauthorized => "unauthorized",
             Self::QueueFull { .. } => "queue_full",
             Self::Unavailable { .. } => "unavailable",
@@ -127,6 +133,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -148,6 +155,10 @@ impl ResponseError for ApiError {
             }
             Self::MethodNotAllowed { allow } => {
                 res.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            // The rest of the body may still be on its way: close rather than read it.
+            Self::RequestTimeout { .. } | Self::PayloadTooLarge { .. } => {
+                res.force_close();
             }
             _ => {}
         }

@@ -3,11 +3,15 @@
 //!
 //! Routes: `POST /recommend`, `GET /recommend/{job_id}`, `GET /movies/search`,
 //! `GET /movies/{id}`, `GET /health`, `GET /health/live`, `GET /health/ready`, `GET /metrics`,
-//! `GET /openapi.json`, and the demo page at `/` with its assets under `/static/`. Every request
-//! gets a request id and one access line ([`access_log`]).
+//! `GET /openapi.json`, the demo page at `/` with its assets under `/static/`, and
+//! `POST /sign-in` and `POST /sign-out` for the page when a secret is set ([`auth`]). Every
+//! request gets a request id and one access line ([`access_log`]); limits on size, time and
+//! connections apply before any handler ([`edge`], [`body`]).
 
 pub mod access_log;
 mod auth;
+mod body;
+mod edge;
 mod error;
 mod json_body;
 pub mod metrics;
@@ -15,14 +19,17 @@ mod openapi;
 mod pool;
 pub mod readiness;
 pub mod routes;
+mod session;
 
-use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::KeepAlive;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
+pub use auth::{Auth, SESSION_COOKIE};
 pub use error::{ApiError, Dependency, ErrorBody};
 pub use metrics::HttpMetrics;
 pub use openapi::ApiDoc;
@@ -30,7 +37,7 @@ pub use pool::CataloguePool;
 pub use readiness::ModelReadiness;
 
 use crate::config::{
-    DEFAULT_MAX_K, DEFAULT_MAX_SEARCH_LIMIT, DEFAULT_MAX_SEQUENCE, Secret, ServerSettings,
+    DEFAULT_MAX_K, DEFAULT_MAX_SEARCH_LIMIT, DEFAULT_MAX_SEQUENCE, ServerSettings,
 };
 use crate::queue::JobQueue;
 use crate::recommend::ModelInfo;
@@ -75,12 +82,13 @@ pub struct AppState {
     pub queue: Arc<dyn JobQueue>,
     pub catalogue: CataloguePool,
     pub limits: Limits,
-    pub secret: Option<Secret>,
+    /// The secret and the session key; `None` when no secret is set (everything open).
+    pub auth: Option<Auth>,
+    /// How long a client has to send a request body (and, in actix, its head).
+    pub request_timeout: Duration,
     pub metrics: HttpMetrics,
     /// What answers, shown on the demo page (`None` when the API process has no checkpoint).
     pub model: Option<ModelInfo>,
-    /// Random per-process token the demo page's cookie carries (see [`routes::page`]).
-    pub ui_token: String,
     /// Where `/health/ready` learns whether the model side is ready.
     pub readiness: ModelReadiness,
 }
@@ -104,10 +112,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `settings.host:settings.port` and prepares the server.
+    /// Binds `settings.host:settings.port` and prepares the server, with the edge limits of
+    /// `settings`: request timeout (head and body), keep-alive, connection cap and backlog.
     pub fn build(settings: &ServerSettings, deps: AppDeps) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
+        let auth = settings
+            .required_secret()
+            .map(|s| Auth::new(s, settings.session_ttl_secs, settings.secure_cookie))
+            .transpose()
+            .map_err(std::io::Error::other)?;
+        edge::raise_open_file_limit(settings.max_connections);
+        let listener = edge::listen(&settings.host, settings.port, settings.backlog)?;
         let port = listener.local_addr()?.port();
+        let request_timeout = Duration::from_millis(settings.request_timeout_ms);
         let state = web::Data::new(AppState {
             queue: deps.queue,
             catalogue: deps.catalogue,
@@ -116,23 +132,48 @@ impl Application {
                 max_sequence: settings.max_sequence,
                 max_search_limit: settings.max_search_limit.max(1),
             },
-            secret: settings.required_secret().cloned(),
+            auth,
+            request_timeout,
             metrics: deps.metrics,
             model: deps.model,
-            ui_token: uuid::Uuid::new_v4().simple().to_string(),
             readiness: deps.readiness,
         });
+        // actix's cap is per worker thread; the setting is for the whole server.
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let per_worker = settings
+            .max_connections
+            .div_ceil(workers as u64)
+            .try_into()
+            .unwrap_or(usize::MAX);
+        let keep_alive = match settings.keep_alive_secs {
+            0 => KeepAlive::Disabled,
+            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+        };
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(auth::guard))
+                .wrap(from_fn(edge::refuse_oversized))
+                .wrap(from_fn(body::close_unread_body))
                 .wrap(from_fn(metrics::track))
                 .wrap(from_fn(access_log::access_log))
                 .configure(routes::configure)
         })
+        .workers(workers)
+        .max_connections(per_worker)
+        .client_request_timeout(request_timeout)
+        .client_disconnect_timeout(Duration::from_millis(settings.disconnect_timeout_ms))
+        .keep_alive(keep_alive)
         .listen(listener)?
         .shutdown_timeout(30)
         .run();
-        tracing::info!(port, "API listening");
+        tracing::info!(
+            port,
+            workers,
+            max_connections = settings.max_connections,
+            request_timeout_ms = settings.request_timeout_ms,
+            "API listening"
+        );
         Ok(Self { port, server })
     }
 

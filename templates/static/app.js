@@ -35,7 +35,7 @@
     const field = body && body.field;
     const type = body && body.error_type;
     if (status === 0) return "The server cannot be reached. Is movierec running?";
-    if (status === 401) return "The server refused the request (not authorised).";
+    if (status === 401) return "You are not signed in, or your sign-in has expired: reload the page to sign in again.";
     if (status === 413) return "The request is too large. Remove some movies and try again.";
     if (status === 429) return "The server is busy right now. Please try again in a moment.";
     if (status === 503) return "The recommendation service is unavailable right now. Please try again shortly.";

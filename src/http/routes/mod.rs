@@ -13,6 +13,8 @@ use super::ApiError;
 /// and an unknown path a JSON 404.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/", "GET").route(web::get().to(page::index)))
+        .service(resource("/sign-in", "POST").route(web::post().to(page::sign_in)))
+        .service(resource("/sign-out", "POST").route(web::post().to(page::sign_out)))
         .service(resource("/static/app.css", "GET").route(web::get().to(page::css)))
         .service(resource("/static/app.js", "GET").route(web::get().to(page::js)))
         .service(resource("/recommend", "POST").route(web::post().to(recommend::post_recommend)))

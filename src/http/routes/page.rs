@@ -1,23 +1,30 @@
-//! The demo page at `/` (askama, `templates/index.html`) and its static assets, compiled into
-//! the binary so it works offline and needs no front-end build.
+//! The demo page at `/` (askama, `templates/index.html`), its sign-in form
+//! (`templates/sign_in.html`) and its static assets, compiled into the binary so it works
+//! offline and needs no front-end build.
 //!
-//! With `RECSYS_SECRET` set, the page still works without the secret reaching the browser: it
-//! sets an HttpOnly, SameSite=Strict cookie holding a random per-process token, which
-//! [`authorize`](crate::http) accepts for the page's own same-origin calls.
+//! With `RECSYS_SECRET` set, `GET /` shows the sign-in form until the visitor has typed the
+//! secret: `POST /sign-in` checks it (constant time) and sets the signed session cookie (see
+//! [`crate::http::Auth`]) that the page's own same-origin calls then carry. `GET /` itself never
+//! hands out a credential.
 
-use actix_web::cookie::{Cookie, SameSite};
-use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use askama::Template;
+use serde::Deserialize;
 
+use crate::http::body::read_body;
 use crate::http::{ApiError, AppState};
 use crate::recommend::ModelInfo;
 
-/// Name of the cookie that lets the page call the API when a secret is set.
-pub const UI_COOKIE: &str = "movierec_ui";
-
 /// K the form starts with.
 const DEFAULT_K: usize = 10;
+
+/// Largest sign-in form accepted.
+const MAX_SIGN_IN_BYTES: usize = 4 * 1024;
+
+/// What the browser may load and send on the pages: this origin only.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+                   frame-ancestors 'none'; form-action 'self'";
 
 /// `templates/index.html`.
 #[derive(Template)]
@@ -27,38 +34,96 @@ struct IndexPage<'a> {
     max_k: usize,
     default_k: usize,
     max_sequence: usize,
+    /// Shows the sign-out button (a secret is set, and the visitor signed in).
+    signed_in: bool,
 }
 
-/// `GET /`: the demo page.
-pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let page = IndexPage {
+/// `templates/sign_in.html`.
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage<'a> {
+    error: Option<&'a str>,
+}
+
+/// The form `POST /sign-in` reads.
+#[derive(Deserialize)]
+struct SignInForm {
+    secret: String,
+}
+
+/// `GET /`: the demo page, or the sign-in form when a secret is set and the visitor has no
+/// valid session.
+pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(auth) = &state.auth
+        && !auth.allows(&req)
+    {
+        return page(HttpResponse::Ok(), &SignInPage { error: None });
+    }
+    let index = IndexPage {
         model: state.model.as_ref(),
         max_k: state.limits.max_k,
         default_k: DEFAULT_K.min(state.limits.max_k),
         max_sequence: state.limits.max_sequence,
+        signed_in: state.auth.is_some(),
     };
-    let html = page
-        .render()
-        .map_err(|e| ApiError::Internal(format!("rendering the page: {e}")))?;
-    let mut response = HttpResponse::Ok();
-    response
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-        ))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
-    if state.secret.is_some() {
-        response.cookie(
-            Cookie::build(UI_COOKIE, state.ui_token.clone())
-                .path("/")
-                .http_only(true)
-                .same_site(SameSite::Strict)
-                .finish(),
+    page(HttpResponse::Ok(), &index)
+}
+
+/// `POST /sign-in` (form field `secret`): the right secret sets the session cookie and goes back
+/// to the page (303); a wrong one shows the form again with 401.
+pub async fn sign_in(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(auth) = &state.auth else {
+        return Err(ApiError::NotFound(
+            "this server has no secret, so there is nothing to sign in to".into(),
+        ));
+    };
+    let body = read_body(&req, payload, MAX_SIGN_IN_BYTES, state.request_timeout).await?;
+    let form: SignInForm = serde_urlencoded::from_bytes(&body).map_err(|_| {
+        ApiError::invalid(
+            "secret",
+            "send the form field `secret` (application/x-www-form-urlencoded)",
+        )
+    })?;
+    if !auth.is_secret(&form.secret) {
+        let error = "That is not the secret.";
+        return page(
+            HttpResponse::build(StatusCode::UNAUTHORIZED),
+            &SignInPage { error: Some(error) },
         );
     }
-    Ok(response.body(html))
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(auth.session_cookie())
+        .finish())
+}
+
+/// `POST /sign-out`: clears the session cookie and goes back to the page (303).
+pub async fn sign_out(state: web::Data<AppState>) -> HttpResponse {
+    let mut res = HttpResponse::SeeOther();
+    res.insert_header((header::LOCATION, "/"))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if let Some(auth) = &state.auth {
+        res.cookie(auth.cleared_cookie());
+    }
+    res.finish()
+}
+
+/// Renders `template` as an HTML page that is never cached and loads from this origin only.
+fn page(mut res: HttpResponseBuilder, template: &impl Template) -> Result<HttpResponse, ApiError> {
+    let html = template
+        .render()
+        .map_err(|e| ApiError::Internal(format!("rendering the page: {e}")))?;
+    Ok(res
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(html))
 }
 
 /// `GET /static/app.css`.
@@ -103,6 +168,7 @@ mod tests {
             max_k: 100,
             default_k: 10,
             max_sequence: 200,
+            signed_in: false,
         }
         .render()
         .unwrap();
@@ -124,10 +190,29 @@ mod tests {
             max_k: 50,
             default_k: 10,
             max_sequence: 200,
+            signed_in: false,
         }
         .render()
         .unwrap();
         assert!(html.contains("movierec"));
         assert!(html.contains(r#"max="50""#));
+    }
+
+    #[test]
+    fn the_sign_in_form_posts_the_secret_and_escapes_its_message() {
+        let html = SignInPage {
+            error: Some("<b>no</b>"),
+        }
+        .render()
+        .unwrap();
+        assert!(html.contains(r#"action="/sign-in""#));
+        assert!(html.contains(r#"name="secret" type="password""#));
+        assert!(!html.contains("<b>no</b>"));
+        assert!(
+            !SignInPage { error: None }
+                .render()
+                .unwrap()
+                .contains("sign-in-error")
+        );
     }
 }

@@ -5,19 +5,15 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::http::auth::authorize;
+use crate::http::body::read_body;
 use crate::http::json_body::{BodyError, parse_object};
 use crate::http::{ApiError, AppState, Limits, MAX_BODY_BYTES, MAX_WAIT_MS};
 use crate::queue::{JobId, JobState, JobStatus};
 use crate::recommend::{ModelInfo, RecommendRequest};
-
-/// Bytes of an oversized body read (and dropped) before answering 413, so the client sees the
-/// answer rather than a reset connection.
-const MAX_DRAIN_BYTES: usize = 8 * 1024 * 1024;
 
 /// The body of `POST /recommend`: parsed once into this struct, checked against the server's
 /// [`Limits`], and documented from it. The bounds written here are the defaults;
@@ -134,6 +130,7 @@ pub struct JobView {
         (status = 200, description = "Finished within wait_ms", body = JobView),
         (status = 400, description = "Malformed JSON", body = crate::http::ErrorBody),
         (status = 401, description = "Missing or wrong secret", body = crate::http::ErrorBody),
+        (status = 408, description = "The body did not arrive within the request timeout; the connection is closed", body = crate::http::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = crate::http::ErrorBody),
         (status = 422, description = "A field is invalid", body = crate::http::ErrorBody),
         (status = 429, description = "Queue full; see Retry-After", body = crate::http::ErrorBody),
@@ -148,7 +145,7 @@ pub async fn post_recommend(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let wait_ms = parse_wait_ms(req.query_string())?;
-    let body = read_body(&req, payload).await?;
+    let body = read_body(&req, payload, MAX_BODY_BYTES, state.request_timeout).await?;
     let request = parse_request(&body, &state.limits)?;
     let id = state.queue.enqueue(request).await?;
     if let Some(ms) = wait_ms.filter(|&ms| ms > 0)
@@ -207,34 +204,6 @@ fn parse_wait_ms(query: &str) -> Result<Option<u64>, ApiError> {
             )),
         },
     }
-}
-
-async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
-    let too_large = ApiError::PayloadTooLarge {
-        limit: MAX_BODY_BYTES,
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY_BYTES));
-    let mut seen = 0usize;
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("unreadable body: {e}")))?;
-        seen += chunk.len();
-        if seen > MAX_BODY_BYTES {
-            if seen > MAX_DRAIN_BYTES {
-                break;
-            }
-            continue;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    if seen > MAX_BODY_BYTES || declared.is_some_and(|d| d > MAX_BODY_BYTES) {
-        return Err(too_large);
-    }
-    Ok(body)
 }
 
 /// Parses and validates a `POST /recommend` body.
