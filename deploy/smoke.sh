@@ -8,7 +8,8 @@
 # Needs: a docker engine, compose (v2 plugin or docker-compose 1.29), python3, curl, the
 # images the Dockerfile and compose file name (deploy/standins.sh makes them offline), and
 # ml-latest-small where `movierec locate` finds it (MOVIELENS_DATA, ...).
-# Settings: SMOKE_WORKERS (3), SMOKE_REQUESTS (500), SMOKE_TRAIN_SECS (30), SMOKE_REBUILD (1).
+# Settings: SMOKE_WORKERS (3), SMOKE_REQUESTS (500), SMOKE_TRAIN_SECS (30), SMOKE_REBUILD (1),
+# SMOKE_PRUNE (0; 1 removes dangling images, the build's layers, at the end).
 # With wrk installed it also measures the throughput through the published port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +62,8 @@ cleanup() {
     fi
     compose down -v --remove-orphans >/dev/null 2>&1 || true
     docker image rm -f "$MOVIEREC_IMAGE" >/dev/null 2>&1 || true
+    # With the vfs storage driver every build layer is a full copy: CI frees them.
+    [ "${SMOKE_PRUNE:-0}" = 1 ] && docker image prune -f >/dev/null 2>&1
     rm -rf "$ctx"
     exit $status
 }
