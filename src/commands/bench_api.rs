@@ -158,8 +158,10 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
             let services = Services::start(&args, mode, batch_size, redis_url.as_deref())?;
             let base = services.base.clone();
             let queue = services.queue.clone();
+            let auth = services.authorization()?;
             let measured: anyhow::Result<()> = runtime.block_on(async {
                 let client = reqwest::Client::builder()
+                    .default_headers(auth)
                     .timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(1024)
                     .build()?;
@@ -377,6 +379,8 @@ struct Services {
     base: String,
     /// The queue name the services share (fresh for each start).
     queue: String,
+    /// Their `RECSYS_SECRET` (random for each start): the API is measured with auth on.
+    secret: String,
     _procs: Vec<KillOnDrop>,
 }
 
@@ -390,6 +394,7 @@ impl Services {
         let exe = std::env::current_exe().context("finding the movierec binary")?;
         let port = free_port()?;
         let queue = format!("movierec:bench:{}", uuid::Uuid::new_v4());
+        let secret = uuid::Uuid::new_v4().simple().to_string();
         let command = |sub: &[&str]| {
             let mut cmd = Command::new(&exe);
             cmd.args(sub)
@@ -397,7 +402,7 @@ impl Services {
                 .env("DATABASE_ROOT", &args.catalogue.database_root)
                 .env("RECSYS_HOST", "127.0.0.1")
                 .env("RECSYS_PORT", port.to_string())
-                .env("RECSYS_SECRET", "")
+                .env("RECSYS_SECRET", &secret)
                 .env("RECSYS_QUEUE", &queue)
                 .env("RECSYS_QUEUE_CAP", args.queue_cap.to_string())
                 .env("RECSYS_BATCH_SIZE", batch_size.to_string())
@@ -428,8 +433,19 @@ impl Services {
         Ok(Self {
             base: format!("http://127.0.0.1:{port}"),
             queue,
+            secret,
             _procs: procs,
         })
+    }
+
+    /// The header every request of the load sends.
+    fn authorization(&self) -> anyhow::Result<reqwest::header::HeaderMap> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.secret).parse()?,
+        );
+        Ok(headers)
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::catalogue::{Catalogue, CatalogueError};
 
-/// Idle connections kept for reuse; more are opened on demand and dropped when returned.
+/// Idle connections kept for reuse, and the most queries run at once: the rest wait their turn
+/// instead of each holding a blocking thread (hundreds under load) and a connection.
 const MAX_IDLE: usize = 8;
 
 /// Shared, cloneable access to one catalogue file.
@@ -14,6 +15,7 @@ const MAX_IDLE: usize = 8;
 pub struct CataloguePool {
     path: Arc<PathBuf>,
     idle: Arc<Mutex<Vec<Catalogue>>>,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl CataloguePool {
@@ -23,6 +25,7 @@ impl CataloguePool {
         Ok(Self {
             path: Arc::new(path.to_path_buf()),
             idle: Arc::new(Mutex::new(vec![first])),
+            running: Arc::new(tokio::sync::Semaphore::new(MAX_IDLE)),
         })
     }
 
@@ -31,14 +34,17 @@ impl CataloguePool {
         &self.path
     }
 
-    /// Runs `f` with a connection on tokio's blocking pool.
+    /// Runs `f` with a connection on tokio's blocking pool, at most [`MAX_IDLE`] at once.
     pub async fn run<T, F>(&self, f: F) -> Result<T, CatalogueError>
     where
         T: Send + 'static,
         F: FnOnce(&Catalogue) -> Result<T, CatalogueError> + Send + 'static,
     {
         let pool = self.clone();
+        // The semaphore is never closed, so this always gets a permit.
+        let permit = Arc::clone(&self.running).acquire_owned().await.ok();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = match pool.take() {
                 Some(c) => c,
                 None => Catalogue::open_read_only(&pool.path)?,
