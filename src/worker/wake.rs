@@ -161,3 +161,72 @@ impl PollStrategy for WakeStrategy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::{ArcWake, waker};
+
+    /// Counts how often the worker would be woken.
+    #[derive(Default)]
+    struct Wakes(AtomicU64);
+
+    impl ArcWake for Wakes {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_up_during_an_earlier_fetch_is_not_used_up_by_it() {
+        let counts = Arc::new(CommandCounts::default());
+        let (mut tx, rx) = mpsc::channel(1);
+        let mut strategy = WakeStrategy::new(rx, Arc::clone(&counts));
+        let wakes = Arc::new(Wakes::default());
+        let worker = waker(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&worker);
+        let snapshot = PollSnapshot::new();
+
+        // A fetch is in flight when a job is announced.
+        let fetch = InFlight::start(&counts);
+        tx.try_send(()).unwrap();
+        assert_eq!(
+            strategy.poll_drive(&mut cx, &snapshot),
+            Poll::Ready(Some(()))
+        );
+        strategy.on_poll(&snapshot);
+        // The fetch's answer will wake the worker: nothing to do yet.
+        let before = wakes.0.load(Ordering::SeqCst);
+        assert_eq!(before, 0);
+
+        // It answers empty (it ran before the push) and apalis parks: the worker is woken again.
+        drop(fetch);
+        assert_eq!(strategy.poll_drive(&mut cx, &snapshot), Poll::Pending);
+        strategy.on_poll(&snapshot);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), before + 1);
+
+        // A fetch that starts after the announcement serves it: no more wake-ups.
+        let second = InFlight::start(&counts);
+        assert_eq!(strategy.poll_drive(&mut cx, &snapshot), Poll::Pending);
+        strategy.on_poll(&snapshot);
+        drop(second);
+        strategy.on_poll(&snapshot);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[test]
+    fn with_no_wake_up_the_strategy_never_wakes_the_worker() {
+        let counts = Arc::new(CommandCounts::default());
+        let (_tx, rx) = mpsc::channel::<()>(1);
+        let mut strategy = WakeStrategy::new(rx, counts);
+        let wakes = Arc::new(Wakes::default());
+        let worker = waker(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&worker);
+        let snapshot = PollSnapshot::new();
+        for _ in 0..3 {
+            assert_eq!(strategy.poll_drive(&mut cx, &snapshot), Poll::Pending);
+            strategy.on_poll(&snapshot);
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+    }
+}

@@ -106,7 +106,10 @@ fn results_expire_after_their_ttl_in_redis() {
     let result = format!("{QUEUE}:movierec:result:{id}");
     assert!(conn.exists::<_, bool>(&meta).unwrap());
     let ttl_ms: i64 = conn.pttl(&result).unwrap();
-    assert!(ttl_ms > 0 && ttl_ms <= 1000, "the result expires by itself: {ttl_ms}");
+    assert!(
+        ttl_ms > 0 && ttl_ms <= 1000,
+        "the result expires by itself: {ttl_ms}"
+    );
 
     // Redis drops the result, the worker's purge everything else the job kept; the API forgets
     // it.
