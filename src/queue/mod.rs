@@ -5,6 +5,7 @@
 
 mod memory;
 mod redis;
+mod stored;
 mod types;
 mod workers;
 

@@ -212,8 +212,7 @@ impl RedisQueue {
         id: &str,
         outcome: &Result<JobOutput, String>,
     ) -> Result<u64, QueueError> {
-        let value = serde_json::to_string(outcome)
-            .map_err(|e| QueueError::Corrupt(format!("job result: {e}")))?;
+        let value = super::stored::encode(outcome)?;
         let ttl = duration_ms(self.cfg.result_ttl).max(1);
         let mut conn = self.conn.clone();
         let keys = self.forget_keys();
@@ -343,9 +342,7 @@ fn duration_ms(d: Duration) -> u64 {
 
 /// Turns a result stored by [`RedisQueue::finish`] into a job status.
 fn status_from_result(raw: &str) -> Result<JobStatus, QueueError> {
-    let outcome: Result<JobOutput, String> =
-        serde_json::from_str(raw).map_err(|e| QueueError::Corrupt(format!("job result: {e}")))?;
-    Ok(match outcome {
+    Ok(match super::stored::decode(raw)? {
         Ok(out) => JobStatus {
             state: JobState::Done,
             result: Some(out),
