@@ -34,8 +34,8 @@ pub async fn run(
     let started = Instant::now();
     let deadline = started + span;
     println!(
-        "{:>6} {:>10} {:>13} {:>11} {:>10}",
-        "t s", "api MiB", "worker MiB", "redis MiB", "answers"
+        "{:>6} {:>10} {:>12} {:>13} {:>11} {:>10}",
+        "t s", "api MiB", "api threads", "worker MiB", "redis MiB", "answers"
     );
     let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let load = futures::future::join_all((0..clients).map(|c| {
@@ -120,10 +120,13 @@ async fn print_memory(started: Instant, watched: &Watched, answered: u64) {
         Some(pid) => rss_kib(pid),
         None => redis_rss_kib(&watched.redis_url).await,
     };
+    let threads =
+        status_field(watched.api_pid, "Threads:").map_or_else(|| "?".into(), |t| t.to_string());
     println!(
-        "{:>6.0} {:>10} {:>13} {:>11} {:>10}",
+        "{:>6.0} {:>10} {:>12} {:>13} {:>11} {:>10}",
         started.elapsed().as_secs_f64(),
         mib(rss_kib(watched.api_pid)),
+        threads,
         mib(rss_kib(watched.worker_pid)),
         mib(redis),
         answered
@@ -132,10 +135,15 @@ async fn print_memory(started: Instant, watched: &Watched, answered: u64) {
 
 /// `VmRSS` of a process, in KiB (Linux).
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// A numeric field of `/proc/<pid>/status` (units dropped).
+fn status_field(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
