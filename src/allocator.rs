@@ -1,10 +1,12 @@
-//! The process's allocator: mimalloc, told to keep the pages it frees.
+//! The process's allocator: mimalloc; told to keep the pages it frees while training.
 //!
 //! candle allocates a fresh buffer for every tensor op. With the system allocator the large ones
 //! go back to the kernel and fault in again, zeroed, at each step; mimalloc reuses them, but by
 //! default still returns ("purges") freed memory it has held for a second, and the kernel zeroes
 //! those pages again when they are next used. Never purging cut a SASRec epoch on ml-100k from 6.36 to 5.42 s (medians of three runs of
-//! `bench model`); the price is that a process keeps its peak memory.
+//! `bench model`); the price is that a process keeps its peak memory, so only `train` and `bench
+//! model` turn purging off: the API and the worker keep mimalloc's default and give memory back
+//! after a burst.
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 
@@ -22,8 +24,8 @@ const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
 /// Turns off mimalloc's purging of freed memory, unless `MIMALLOC_PURGE_DELAY` is in the
 /// process environment (mimalloc read it at start-up; a `.env` file is loaded too late for it).
-/// Call first thing in `main`, before `.env` is loaded. Returns false when the option was left
-/// alone because mimalloc's option layout is not the one expected.
+/// Call before any thread of ours starts. Returns false when the option was left alone because
+/// mimalloc's option layout is not the one expected.
 pub fn keep_freed_pages() -> bool {
     if std::env::var_os(PURGE_DELAY_ENV).is_some() {
         return true;

@@ -60,7 +60,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let purging_off = allocator::keep_freed_pages();
     let candle_pool_off = candle_threads::run_elementwise_ops_inline();
     // A missing `.env` is fine: the environment and flags still apply. A malformed one is not.
     if let Err(e) = movierec::setup::load_env_file() {
@@ -71,8 +70,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // Only training and its benchmark gain from keeping freed pages; a long-running service
+    // must give memory back after a burst.
+    let trains = matches!(
+        cli.command,
+        Command::Train(_) | Command::Bench(commands::bench::BenchCommand::Model(_))
+    );
+    let purging_left = trains && !allocator::keep_freed_pages();
     movierec::telemetry::init(cli.log_format);
-    if !purging_off {
+    if purging_left {
         tracing::debug!("mimalloc's option layout not recognised: purging left as it is");
     }
     if !candle_pool_off {

@@ -38,4 +38,7 @@ pub enum CatalogueError {
     /// The schema could not be brought up to date.
     #[error("catalogue migration failed: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// The API's catalogue threads could not start, or one stopped answering.
+    #[error("catalogue threads unavailable: {0}")]
+    Threads(String),
 }

@@ -80,6 +80,11 @@ pub struct ApiBenchArgs {
     /// print the deepest seen (try `--concurrency 256 --queue-cap 200`).
     #[arg(long)]
     pub sample_depth: bool,
+    /// Instead of the measurements: load `serve` and a worker on Redis for this many seconds
+    /// with twice the largest `--concurrency` in clients, print the resident memory of the API,
+    /// the worker and Redis every 10 s, and count the answers by status.
+    #[arg(long)]
+    pub soak: Option<f64>,
     /// Also write the rows as JSON to this file.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -128,6 +133,9 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Some(seconds) = args.soak {
+        return soak(&args, &runtime, &bodies, seconds);
+    }
     let mut rows = Vec::new();
     let mut redis = None;
     println!(
@@ -158,8 +166,10 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
             let services = Services::start(&args, mode, batch_size, redis_url.as_deref())?;
             let base = services.base.clone();
             let queue = services.queue.clone();
+            let auth = services.authorization()?;
             let measured: anyhow::Result<()> = runtime.block_on(async {
                 let client = reqwest::Client::builder()
+                    .default_headers(auth)
                     .timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(1024)
                     .build()?;
@@ -175,6 +185,7 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
                         _ => None,
                     };
                     let sample = load(&client, &base, &bodies, concurrency, span).await;
+                    println!("  latency ms: {}", histogram(&sample.latencies_ms));
                     let mut row = sample.row(mode, batching, concurrency);
                     if let Some(sampler) = sampler {
                         let (deepest, samples) = sampler.finish().await;
@@ -220,6 +231,73 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--soak`: sustained load through Redis; fails unless every answer is 200, 202 or 429.
+fn soak(
+    args: &ApiBenchArgs,
+    runtime: &tokio::runtime::Runtime,
+    bodies: &Arc<Vec<String>>,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let private = match &args.redis_url {
+        Some(_) => None,
+        None => Some(PrivateRedis::start()?),
+    };
+    let redis_url = match (&args.redis_url, &private) {
+        (Some(url), _) => url.clone(),
+        (None, Some(p)) => p.url(),
+        (None, None) => bail!("no Redis to soak against"),
+    };
+    let batching = args.batching.first().copied().unwrap_or(true);
+    let batch_size = if batching { args.batch_size.max(2) } else { 1 };
+    let services = Services::start(args, Mode::Redis, batch_size, Some(&redis_url))?;
+    let clients = 2 * args.concurrency.iter().copied().max().unwrap_or(128);
+    let watched = super::soak::Watched {
+        api_pid: services.pid(0)?,
+        worker_pid: services.pid(1)?,
+        redis_pid: private.as_ref().map(|p| p._proc.0.id()),
+        redis_url,
+    };
+    let auth = services.authorization()?;
+    let statuses = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .default_headers(auth)
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(clients)
+            .build()?;
+        wait_until_serving(&client, &services.base, &bodies[0]).await?;
+        println!(
+            "soak: {clients} clients for {seconds} s, queue cap {}, batching {}",
+            args.queue_cap,
+            if batching { "on" } else { "off" }
+        );
+        let url = format!("{}/recommend?wait_ms=10000", services.base);
+        let span = Duration::from_secs_f64(seconds.max(1.0));
+        anyhow::Ok(super::soak::run(&client, &url, bodies, clients, span, &watched).await)
+    })?;
+    let answers: u64 = statuses.values().sum();
+    let summary: Vec<String> = statuses
+        .iter()
+        .map(|(s, n)| match s {
+            0 => format!("transport errors {n}"),
+            s => format!("{s}: {n}"),
+        })
+        .collect();
+    println!(
+        "answers: {answers} ({:.0}/s); {}",
+        answers as f64 / seconds,
+        summary.join(", ")
+    );
+    let bad: u64 = statuses
+        .iter()
+        .filter(|(s, _)| !matches!(s, 200 | 202 | 429))
+        .map(|(_, n)| n)
+        .sum();
+    if bad > 0 {
+        bail!("{bad} answers were neither 200, 202 nor 429");
+    }
+    Ok(())
+}
+
 /// Request bodies: windows of real users' histories, in time order.
 fn request_pool(args: &ApiBenchArgs) -> anyhow::Result<Vec<String>> {
     let path = args.catalogue.database_path();
@@ -249,6 +327,31 @@ fn request_pool(args: &ApiBenchArgs) -> anyhow::Result<Vec<String>> {
             serde_json::json!({"sequence": &h[start..start + len], "k": args.k}).to_string()
         })
         .collect())
+}
+
+/// Shares of the latencies in fixed buckets: a tail made by a timer shows as a bump at its
+/// period.
+fn histogram(latencies_ms: &[f64]) -> String {
+    const EDGES: [f64; 8] = [1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, f64::INFINITY];
+    let total = latencies_ms.len().max(1) as f64;
+    let mut lower = 0.0;
+    EDGES
+        .iter()
+        .map(|&upper| {
+            let n = latencies_ms
+                .iter()
+                .filter(|&&l| l >= lower && l < upper)
+                .count();
+            let label = if upper.is_infinite() {
+                format!(">={lower}")
+            } else {
+                format!("<{upper}")
+            };
+            lower = upper;
+            format!("{label} {:.2}%", 100.0 * n as f64 / total)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Latencies and failures of one load run.
@@ -377,6 +480,8 @@ struct Services {
     base: String,
     /// The queue name the services share (fresh for each start).
     queue: String,
+    /// Their `RECSYS_SECRET` (random for each start): the API is measured with auth on.
+    secret: String,
     _procs: Vec<KillOnDrop>,
 }
 
@@ -390,6 +495,7 @@ impl Services {
         let exe = std::env::current_exe().context("finding the movierec binary")?;
         let port = free_port()?;
         let queue = format!("movierec:bench:{}", uuid::Uuid::new_v4());
+        let secret = uuid::Uuid::new_v4().simple().to_string();
         let command = |sub: &[&str]| {
             let mut cmd = Command::new(&exe);
             cmd.args(sub)
@@ -397,7 +503,7 @@ impl Services {
                 .env("DATABASE_ROOT", &args.catalogue.database_root)
                 .env("RECSYS_HOST", "127.0.0.1")
                 .env("RECSYS_PORT", port.to_string())
-                .env_remove("RECSYS_SECRET")
+                .env("RECSYS_SECRET", &secret)
                 .env("RECSYS_QUEUE", &queue)
                 .env("RECSYS_QUEUE_CAP", args.queue_cap.to_string())
                 .env("RECSYS_BATCH_SIZE", batch_size.to_string())
@@ -428,8 +534,29 @@ impl Services {
         Ok(Self {
             base: format!("http://127.0.0.1:{port}"),
             queue,
+            secret,
             _procs: procs,
         })
+    }
+
+    /// The pid of the `i`-th process started (0: the API, 1: the worker).
+    fn pid(&self, i: usize) -> anyhow::Result<u32> {
+        Ok(self
+            ._procs
+            .get(i)
+            .context("no such process in this deployment")?
+            .0
+            .id())
+    }
+
+    /// The header every request of the load sends.
+    fn authorization(&self) -> anyhow::Result<reqwest::header::HeaderMap> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.secret).parse()?,
+        );
+        Ok(headers)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod queue_probe;
 pub mod recommend;
 pub mod search;
 pub mod serve;
+pub mod soak;
 pub mod stats;
 pub mod train;
 pub mod worker;

@@ -70,8 +70,8 @@ impl DepthSampler {
 pub struct KeptJobs {
     /// Finished jobs still kept.
     pub jobs: u64,
-    /// Bytes one of them keeps (`MEMORY USAGE`): its metadata hash, plus its share of the payload
-    /// hash, the done set and the expiry set.
+    /// Bytes one of them keeps (`MEMORY USAGE`): its result and metadata keys, plus its share of
+    /// the payload hash, the done set and the expiry set.
     pub bytes_per_job: f64,
 }
 
@@ -88,6 +88,7 @@ pub async fn kept_jobs(url: &str, queue: &str) -> anyhow::Result<Option<KeptJobs
     let mut meta_bytes = 0u64;
     for id in &ids {
         meta_bytes += usage(&mut conn, &format!("{queue}:meta:{id}")).await?;
+        meta_bytes += usage(&mut conn, &format!("{queue}:movierec:result:{id}")).await?;
     }
     let mut per_job = meta_bytes as f64 / ids.len().max(1) as f64;
     let data = format!("{queue}:data");

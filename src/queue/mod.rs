@@ -5,6 +5,7 @@
 
 mod memory;
 mod redis;
+mod stored;
 mod types;
 mod workers;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use self::redis::{RedisQueue, RedisQueueConfig};
+pub use self::redis::{RedisQueue, RedisQueueConfig, WAIT_SAFETY_NET, WaitCounts, WaitHook};
 pub use memory::{MemoryJob, MemoryQueue};
 pub use types::{JobId, JobOutput, JobState, JobStatus, RecommendJob};
 pub use workers::{WorkerPresence, WorkerRegistry};

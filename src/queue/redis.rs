@@ -1,17 +1,25 @@
 //! The Redis queue: jobs pushed in apalis-redis' layout (so `movierec worker` consumes them with
-//! an apalis worker) by a Lua script that checks the cap in the same step, statuses and results
-//! read back from the task metadata apalis keeps, finished jobs woken through Redis pub/sub, and
-//! finished jobs dropped after their time to live or beyond a count, oldest first.
+//! an apalis worker) by a Lua script that checks the cap in the same step; statuses read back
+//! from the task metadata apalis keeps; results stored by the worker under a key of their own
+//! (compact, with Redis' own time to live) and announced on a channel in the same step, so a
+//! waiting caller wakes as soon as the job finishes; finished jobs dropped after their time to
+//! live or beyond a count, oldest first.
+//!
+//! Waking cannot lose a result: a caller registers its waiter before it reads the status, a
+//! notification that comes before it sleeps is kept, and the listener wakes every waiter to
+//! re-read after each (re)subscription, which covers announcements made while it was not
+//! subscribed. A slow safety-net re-read ([`WAIT_SAFETY_NET`]) only guards against a broken
+//! listener; the counts in [`WaitCounts`] tell which path woke each wait.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use apalis_redis::Config;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 
@@ -23,8 +31,9 @@ use crate::recommend::RecommendRequest;
 /// in its Lua script).
 const APALIS_MAX_ATTEMPTS: u32 = 25;
 
-/// How often a waiter re-reads a job's status when no notification arrives.
-const WAIT_POLL: Duration = Duration::from_millis(100);
+/// How long a waiter sleeps without a notification before it re-reads the status anyway: a
+/// safety net for a broken listener, not the path a result normally takes.
+pub const WAIT_SAFETY_NET: Duration = Duration::from_secs(1);
 
 /// Admits a job only while fewer than the cap wait: the check and the push in one step.
 const ENQUEUE_SCRIPT: &str = include_str!("lua/enqueue.lua");
@@ -76,7 +85,31 @@ impl RedisQueueConfig {
     pub fn available_channel(&self) -> String {
         format!("tasks:{}:active:available", self.queue)
     }
+
+    /// The pub/sub channel a worker announces finished jobs on (with their result written).
+    pub fn finished_channel(&self) -> String {
+        format!("{}:movierec:finished", self.queue)
+    }
+
+    /// Where a finished job's result is kept: this prefix and the job id.
+    pub fn result_prefix(&self) -> String {
+        format!("{}:movierec:result:", self.queue)
+    }
 }
+
+/// How the waits of one queue were woken: by a notification, or by the safety net. In a
+/// healthy steady state the second stays at zero.
+#[derive(Debug, Default)]
+pub struct WaitCounts {
+    /// Wake-ups by a notification (a finished job, or a re-check after a subscription).
+    pub notified: AtomicU64,
+    /// Wake-ups by [`WAIT_SAFETY_NET`] with no notification.
+    pub safety_net: AtomicU64,
+}
+
+/// Runs between a waiter's status read and its sleep (tests use it to finish a job exactly
+/// there).
+pub type WaitHook = Arc<dyn Fn(&JobId) -> BoxFuture<'static, ()> + Send + Sync>;
 
 type Waiters = Mutex<HashMap<String, Arc<Notify>>>;
 
@@ -97,6 +130,8 @@ pub struct RedisQueue {
     waiters: Arc<Waiters>,
     expiry_key: String,
     scripts: Arc<Scripts>,
+    counts: Arc<WaitCounts>,
+    wait_hook: Option<WaitHook>,
 }
 
 impl RedisQueue {
@@ -115,10 +150,12 @@ impl RedisQueue {
         let apalis = cfg.apalis_config(1);
         let waiters: Arc<Waiters> = Arc::default();
         let expiry_key = format!("{}:movierec:expiry", cfg.queue);
+        // apalis announces the jobs it kills itself (a payload it cannot decode) on the dead
+        // channel; every other finished job is announced by the worker's finish script.
         tokio::spawn(listen_for_finished(
             client.clone(),
             vec![
-                format!("tasks:{}", apalis.done_jobs_set()),
+                cfg.finished_channel(),
                 format!("tasks:{}", apalis.dead_jobs_set()),
             ],
             Arc::downgrade(&waiters),
@@ -135,7 +172,20 @@ impl RedisQueue {
                 purge: redis::Script::new(PURGE_SCRIPT),
                 finish: redis::Script::new(FINISH_SCRIPT),
             }),
+            counts: Arc::default(),
+            wait_hook: None,
         })
+    }
+
+    /// How this queue's waits were woken so far.
+    pub fn wait_counts(&self) -> &WaitCounts {
+        &self.counts
+    }
+
+    /// Sets the hook run between a waiter's status read and its sleep (for tests).
+    #[doc(hidden)]
+    pub fn set_wait_hook(&mut self, hook: WaitHook) {
+        self.wait_hook = Some(hook);
     }
 
     /// The configuration it runs with.
@@ -153,15 +203,23 @@ impl RedisQueue {
         self.conn.clone()
     }
 
-    /// Records that `id` finished now, so that [`RedisQueue::purge_expired`] removes it once its
-    /// result's time to live has passed, and drops the oldest finished jobs beyond
-    /// [`RedisQueueConfig::result_max`]; returns how many went.
-    pub async fn schedule_expiry(&self, id: &str) -> Result<u64, QueueError> {
-        let at = now_ms().saturating_add(duration_ms(self.cfg.result_ttl));
+    /// Records that `id` finished with `outcome` (its result, or why it failed for good): stores
+    /// the result under its own key with the result time to live, announces it to waiting
+    /// callers, and drops the oldest finished jobs beyond [`RedisQueueConfig::result_max`];
+    /// returns how many went. The worker calls it before it hands the job back to apalis.
+    pub async fn finish(
+        &self,
+        id: &str,
+        outcome: &Result<JobOutput, String>,
+    ) -> Result<u64, QueueError> {
+        let value = super::stored::encode(outcome)?;
+        let ttl = duration_ms(self.cfg.result_ttl).max(1);
         let mut conn = self.conn.clone();
         let keys = self.forget_keys();
         let meta = self.apalis.job_meta_hash();
         let max = self.cfg.result_max.max(1);
+        let channel = self.cfg.finished_channel();
+        let results = self.cfg.result_prefix();
         let script = Arc::clone(&self.scripts);
         let id = id.to_owned();
         self.bounded(async move {
@@ -169,7 +227,14 @@ impl RedisQueue {
             for k in &keys {
                 inv.key(k);
             }
-            inv.arg(id).arg(at).arg(max).arg(meta);
+            inv.arg(id)
+                .arg(now_ms())
+                .arg(ttl)
+                .arg(max)
+                .arg(meta)
+                .arg(value)
+                .arg(channel)
+                .arg(results);
             inv.invoke_async::<u64>(&mut conn).await
         })
         .await
@@ -181,13 +246,14 @@ impl RedisQueue {
         let now = now_ms();
         let meta = self.apalis.job_meta_hash();
         let keys = self.forget_keys();
+        let results = self.cfg.result_prefix();
         let script = Arc::clone(&self.scripts);
         self.bounded(async move {
             let mut inv = script.purge.prepare_invoke();
             for k in &keys {
                 inv.key(k);
             }
-            inv.arg(now).arg(limit).arg(meta);
+            inv.arg(now).arg(limit).arg(meta).arg(results);
             inv.invoke_async::<u64>(&mut conn).await
         })
         .await
@@ -219,22 +285,41 @@ impl RedisQueue {
     }
 
     async fn read_status(&self, id: &JobId) -> Result<Option<JobStatus>, QueueError> {
-        let key = format!("{}:{}", self.apalis.job_meta_hash(), id.as_str());
+        let meta_key = format!("{}:{}", self.apalis.job_meta_hash(), id.as_str());
+        let result_key = format!("{}{}", self.cfg.result_prefix(), id.as_str());
         let mut conn = self.conn.clone();
-        let meta: HashMap<String, String> =
-            self.bounded(async move { conn.hgetall(key).await }).await?;
+        // In one step: read apart, a job finishing and purged between the two reads would look
+        // unknown.
+        let (meta, result): (HashMap<String, String>, Option<String>) = self
+            .bounded(async move {
+                redis::pipe()
+                    .atomic()
+                    .hgetall(meta_key)
+                    .get(result_key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if let Some(raw) = result {
+            return status_from_result(&raw).map(Some);
+        }
         if meta.is_empty() {
             return Ok(None);
         }
+        let status = meta.get("status").map(String::as_str);
         let ttl = self.cfg.result_ttl.as_secs();
         if let Some(done_at) = meta.get("done_at").and_then(|d| d.parse::<u64>().ok())
             && done_at.saturating_add(ttl) < now_ms() / 1000
-            && matches!(
-                meta.get("status").map(String::as_str),
-                Some("Done" | "Killed")
-            )
+            && matches!(status, Some("Done" | "Killed"))
         {
             return Ok(None);
+        }
+        if status == Some("Done") {
+            // Done without a result key: its result has expired or was dropped beyond the
+            // count, unless a worker of the previous release kept it in the metadata.
+            return Ok(status_from_meta(&meta)
+                .ok()
+                .filter(|s| s.state == JobState::Done && s.result.is_some()));
         }
         status_from_meta(&meta).map(Some)
     }
@@ -253,6 +338,22 @@ impl RedisQueue {
 /// A duration in whole milliseconds, saturating.
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Turns a result stored by [`RedisQueue::finish`] into a job status.
+fn status_from_result(raw: &str) -> Result<JobStatus, QueueError> {
+    Ok(match super::stored::decode(raw)? {
+        Ok(out) => JobStatus {
+            state: JobState::Done,
+            result: Some(out),
+            error: None,
+        },
+        Err(e) => JobStatus {
+            state: JobState::Failed,
+            result: None,
+            error: Some(e),
+        },
+    })
 }
 
 /// Turns apalis' task metadata into a job status.
@@ -336,6 +437,14 @@ async fn listen_for_finished(client: redis::Client, channels: Vec<String>, waite
                     }
                 }
                 if ok {
+                    // Anything announced while no subscription stood is not coming: every
+                    // current waiter re-reads its status once.
+                    if let Some(waiters) = waiters.upgrade() {
+                        let map = waiters.lock().unwrap_or_else(|p| p.into_inner());
+                        for n in map.values() {
+                            n.notify_one();
+                        }
+                    }
                     let mut messages = pubsub.on_message();
                     loop {
                         let next =
@@ -422,6 +531,9 @@ impl JobQueue for RedisQueue {
     ) -> BoxFuture<'a, Result<Option<JobStatus>, QueueError>> {
         async move {
             let deadline = tokio::time::Instant::now() + timeout;
+            // Registered before the first read: a notification from then on is kept until the
+            // wait below takes it, so a job finishing between the read and the sleep still wakes
+            // it.
             let notify = self.waiter(id);
             let result = loop {
                 let status = match self.read_status(id).await {
@@ -433,8 +545,20 @@ impl JobQueue for RedisQueue {
                 if finished || now >= deadline {
                     break Ok(status);
                 }
-                let nap = (deadline - now).min(WAIT_POLL);
-                let _ = tokio::time::timeout(nap, notify.notified()).await;
+                if let Some(hook) = &self.wait_hook {
+                    hook(id).await;
+                }
+                let nap = (deadline - now).min(WAIT_SAFETY_NET);
+                match tokio::time::timeout(nap, notify.notified()).await {
+                    Ok(()) => {
+                        self.counts.notified.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Cut short by the caller's deadline, not by the safety net.
+                    Err(_) if nap < WAIT_SAFETY_NET => {}
+                    Err(_) => {
+                        self.counts.safety_net.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             };
             self.forget_waiter(id);
             result

@@ -9,6 +9,7 @@ mod memory;
 mod metrics;
 mod popularity;
 mod redis;
+mod wake;
 
 pub use self::redis::{RedisWorkerConfig, run_redis_worker};
 pub use batcher::{BatchConfig, Batcher};

@@ -1,8 +1,12 @@
 //! The apalis worker that consumes the Redis queue.
 //!
-//! - Wake-ups come from Redis pub/sub (the API announces every push), with a 20 ms interval as a
-//!   safety net for scheduled retries and re-queued orphans, so an idle worker picks a job up in
-//!   about a millisecond instead of waiting for a poll.
+//! - Wake-ups come from Redis pub/sub (the API announces every push) and from finished jobs;
+//!   [`WakeStrategy`] makes sure no wake-up is used up by a fetch that began before it, so the
+//!   steady state never waits for a timer. A 1 s interval remains as a safety net for scheduled
+//!   retries and re-queued orphans, which nobody announces.
+//! - A finished job's result is written by the handler itself ([`RedisQueue::finish`]: compact,
+//!   under its own key, announced to waiting callers in the same step), not left to apalis'
+//!   record, which is written only when apalis' loop next runs. apalis keeps only a tiny value.
 //! - Bad input is aborted (apalis marks it `Killed`, no retry); a transient model error is
 //!   retried by apalis with backoff until `max_attempts`, then aborted with its error.
 //! - A backend error (Redis outage) stops the apalis worker; this loop starts a fresh one, under
@@ -13,18 +17,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use apalis::prelude::{
-    AbortError, Attempt, BackendExt, BoxDynError, Data, PollSnapshot, PollStrategy, TaskId,
-    WorkerBuilder, WorkerBuilderExt,
+    AbortError, Attempt, BackendExt, BoxDynError, Data, TaskId, WorkerBuilder, WorkerBuilderExt,
 };
 use apalis_redis::RedisStorage;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use tokio::sync::{Notify, watch};
 
+use super::wake::{CountedConnection, WakeStrategy};
 use super::{JobError, JobRunner};
 use crate::queue::{JobOutput, RecommendJob, RedisQueue, WorkerPresence, WorkerRegistry};
 use crate::recommend::Serving;
@@ -34,10 +37,7 @@ use crate::recommend::Serving;
 const PRESENCE_HEARTBEATS: u32 = 3;
 
 /// Safety-net poll for jobs that arrive without a pub/sub message (retries, orphans).
-const FALLBACK_POLL: Duration = Duration::from_millis(20);
-
-/// Delay of the wake-up that follows a finished job (see [`wakeups`]).
-const ACK_WAKE: Duration = Duration::from_millis(1);
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
 /// How a Redis worker process runs.
 #[derive(Debug, Clone)]
@@ -70,28 +70,59 @@ async fn handle(
     attempt: Attempt,
     id: TaskId,
     ctx: Data<Arc<HandlerCtx>>,
-) -> Result<JobOutput, BoxDynError> {
+) -> Result<(), BoxDynError> {
     let outcome = ctx.runner.run(&job).await;
-    ctx.finished.notify_one();
     let last_try = attempt.current() >= ctx.max_attempts.max(1) as usize;
-    let finished = outcome.is_ok() || matches!(outcome, Err(JobError::BadInput(_))) || last_try;
-    if finished {
-        ctx.jobs_done.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = ctx.queue.schedule_expiry(&id.to_string()).await {
-            tracing::warn!(job = %id, error = %e, "could not schedule the result's expiry");
-        }
-    }
-    match outcome {
-        Ok(out) => Ok(out),
-        Err(JobError::BadInput(e)) => Err(AbortError::new(e).into()),
+    let answer = match outcome {
+        Ok(out) => Ok(Ok(out)),
+        Err(JobError::BadInput(e)) => Err(AbortError::new(e)),
         Err(JobError::Transient(e)) if last_try => Err(AbortError::new(format!(
             "{e} (gave up after {} attempts)",
             attempt.current()
-        ))
-        .into()),
+        ))),
         Err(JobError::Transient(e)) => {
             tracing::warn!(job = %id, attempt = attempt.current(), error = %e, "job failed; apalis will retry");
-            Err(e.into())
+            Ok(Err(e))
+        }
+    };
+    let result = match answer {
+        // Final: stored and announced here; apalis records only that it is over.
+        Ok(Ok(out)) => {
+            finish(&ctx, &id, &Ok(out)).await?;
+            Ok(())
+        }
+        Err(abort) => {
+            finish(&ctx, &id, &Err(abort.to_string())).await?;
+            Err(abort.into())
+        }
+        // Not final: apalis schedules the retry.
+        Ok(Err(e)) => Err(e.into()),
+    };
+    // Last, so that apalis' record of this job is queued when its loop is woken for it.
+    ctx.finished.notify_one();
+    result
+}
+
+/// Stores a final outcome and wakes its waiting callers; a failure to store it becomes a
+/// transient error, so apalis runs the job again rather than lose its result.
+async fn finish(
+    ctx: &HandlerCtx,
+    id: &TaskId,
+    outcome: &Result<JobOutput, String>,
+) -> Result<(), BoxDynError> {
+    let stored = match outcome {
+        Ok(out) => Ok(out.clone()),
+        Err(e) => Err(e.strip_prefix("AbortError: ").unwrap_or(e).to_owned()),
+    };
+    match ctx.queue.finish(&id.to_string(), &stored).await {
+        Ok(_) => {
+            ctx.jobs_done.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            ctx.finished.notify_one();
+            tracing::warn!(job = %id, error = %e, "could not store the result; apalis will retry");
+            Err(format!("could not store the result: {e}").into())
         }
     }
 }
@@ -136,9 +167,11 @@ pub async fn run_redis_worker(
             queue.config().available_channel(),
             ctx.finished.clone(),
         );
-        let storage = RedisStorage::<RecommendJob>::new(queue.connection())
+        let conn = CountedConnection::new(queue.connection());
+        let strategy = WakeStrategy::new(wake, conn.counts());
+        let storage = RedisStorage::<RecommendJob, _>::new(conn)
             .with_config(apalis_cfg)
-            .poll_with_strategy(DrainWakeups(wake));
+            .poll_with_strategy(strategy);
         let worker = WorkerBuilder::new(name.as_str())
             .backend(storage)
             .concurrency(config.concurrency.max(1))
@@ -227,7 +260,9 @@ async fn purge_loop(queue: RedisQueue, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// A stream that yields whenever apalis announces a new job, and every [`FALLBACK_POLL`].
+/// A stream that yields whenever apalis announces a new job, a job finishes (apalis must write
+/// its record), after each (re)subscription (announcements may have been missed), and every
+/// [`FALLBACK_POLL`] (scheduled retries and re-queued orphans are not announced).
 fn wakeups(client: redis::Client, channel: String, finished: Arc<Notify>) -> mpsc::Receiver<()> {
     let (mut tx, rx) = mpsc::channel::<()>(1);
     tokio::spawn(async move {
@@ -245,29 +280,14 @@ fn wakeups(client: redis::Client, channel: String, finished: Arc<Notify>) -> mps
                 };
             match pubsub {
                 Some(p) => {
+                    if !poke(&mut tx) {
+                        return;
+                    }
                     let mut messages = p.into_on_message();
-                    // apalis records a finished job (its `Done` status and the pub/sub message
-                    // that wakes a waiting caller) only when its poll loop next runs, and
-                    // nothing wakes that loop for it: poke it just after every finished job
-                    // (the handler returns before apalis queues the record, hence the delay),
-                    // or the result waits for the fallback poll. A wake-up that lands while a
-                    // fetch is in flight is used up by that fetch, which may have started before
-                    // the announced job was pushed; the fallback poll bounds that rare case.
-                    let mut again: Option<tokio::time::Instant> = None;
                     loop {
-                        let repeat = async {
-                            match again {
-                                Some(at) => tokio::time::sleep_until(at).await,
-                                None => std::future::pending().await,
-                            }
-                        };
                         tokio::select! {
                             m = messages.next() => if m.is_none() { break },
-                            () = finished.notified() => {
-                                again.get_or_insert(tokio::time::Instant::now() + ACK_WAKE);
-                                continue;
-                            }
-                            () = repeat => again = None,
+                            () = finished.notified() => {},
                             _ = tick.tick() => {},
                         }
                         if !poke(&mut tx) {
@@ -287,27 +307,8 @@ fn wakeups(client: redis::Client, channel: String, finished: Arc<Notify>) -> mps
     rx
 }
 
-/// apalis' poll strategy over [`wakeups`]. apalis ignores what the strategy returns and polls it
-/// only to register its waker; a stream polled for a single item that is ready registers none,
-/// so later wake-ups would sit in the channel unseen (until apalis' next heartbeat, seconds
-/// later). Draining the channel until it is empty always leaves the waker registered.
-struct DrainWakeups(mpsc::Receiver<()>);
-
-impl PollStrategy for DrainWakeups {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
-        let mut woken = false;
-        loop {
-            match self.0.poll_next_unpin(cx) {
-                Poll::Ready(Some(())) => woken = true,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending if woken => return Poll::Ready(Some(())),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-/// Signals the worker; false once it has gone.
+/// Signals the worker; false once it has gone. A full channel already holds a wake-up that the
+/// worker has not taken yet, which serves this one too.
 fn poke(tx: &mut mpsc::Sender<()>) -> bool {
     match tx.try_send(()) {
         Ok(()) => true,

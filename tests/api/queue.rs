@@ -103,11 +103,19 @@ fn results_expire_after_their_ttl_in_redis() {
     let id = done["job_id"].as_str().unwrap().to_owned();
     let mut conn = redis.conn();
     let meta = format!("{QUEUE}:meta:{id}");
+    let result = format!("{QUEUE}:movierec:result:{id}");
     assert!(conn.exists::<_, bool>(&meta).unwrap());
+    let ttl_ms: i64 = conn.pttl(&result).unwrap();
+    assert!(
+        ttl_ms > 0 && ttl_ms <= 1000,
+        "the result expires by itself: {ttl_ms}"
+    );
 
-    // The worker's purge drops everything the job kept; the API forgets it.
+    // Redis drops the result, the worker's purge everything else the job kept; the API forgets
+    // it.
     wait_until("the result to be purged", Duration::from_secs(60), || {
         let gone = !conn.exists::<_, bool>(&meta).unwrap()
+            && !conn.exists::<_, bool>(&result).unwrap()
             && !conn
                 .hexists::<_, _, bool>(format!("{QUEUE}:data"), &id)
                 .unwrap()
@@ -153,7 +161,12 @@ fn only_the_newest_finished_results_are_kept_in_redis() {
     let done: usize = conn.scard(format!("{QUEUE}:done")).unwrap();
     let data: usize = conn.hlen(format!("{QUEUE}:data")).unwrap();
     let metas: Vec<String> = conn.keys(format!("{QUEUE}:meta:*")).unwrap();
-    assert_eq!((kept, done, data, metas.len()), (MAX, MAX, MAX, MAX));
+    let results: Vec<String> = conn.keys(format!("{QUEUE}:movierec:result:*")).unwrap();
+    // A finished job's payload is dropped at once: no retry follows a final result.
+    assert_eq!(
+        (kept, done, data, metas.len(), results.len()),
+        (MAX, MAX, 0, MAX, MAX)
+    );
 }
 
 #[test]
@@ -317,4 +330,83 @@ fn the_redis_worker_serves_a_checkpoint_not_popularity() {
     let ready = get(&format!("{base}/health/ready"));
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.body["workers"][0]["source"], "checkpoint");
+}
+
+/// A result stored by a worker, as `RedisQueue::finish` takes it.
+fn finished_output(movie_id: i64) -> movierec::queue::JobOutput {
+    use movierec::recommend::{ModelInfo, Recommendation, ScoredMovie};
+    movierec::queue::JobOutput {
+        recommendation: Recommendation {
+            items: vec![ScoredMovie {
+                movie_id,
+                score: 1.5,
+            }],
+            unknown_ids: vec![],
+            fallback: false,
+        },
+        model: ModelInfo {
+            architecture: "popularity".into(),
+            dataset: "ml-100k".into(),
+            checkpoint: String::new(),
+            items: 3,
+            max_len: 0,
+        },
+    }
+}
+
+#[test]
+fn a_job_finishing_between_the_status_read_and_the_sleep_still_wakes_its_waiter() {
+    use movierec::queue::{JobQueue, JobState, RedisQueue, RedisQueueConfig};
+    use movierec::recommend::RecommendRequest;
+
+    let redis = Redis::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cfg = RedisQueueConfig {
+            url: redis.url(),
+            queue: QUEUE.into(),
+            cap: 10,
+            result_ttl: Duration::from_secs(60),
+            result_max: 100,
+            timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(5),
+        };
+        let finisher = RedisQueue::connect(cfg.clone()).unwrap();
+        let mut waiter = RedisQueue::connect(cfg).unwrap();
+        let request = RecommendRequest {
+            sequence: vec![1, 2],
+            avoided: vec![],
+            k: 1,
+        };
+        let id = waiter.enqueue(request).await.unwrap();
+        // The hook runs after the waiter has read "queued" and before it sleeps: the worst
+        // moment for the job to finish. Only the first time.
+        let fired = Arc::new(AtomicBool::new(false));
+        waiter.set_wait_hook(Arc::new(move |id: &movierec::queue::JobId| {
+            let (finisher, fired, id) = (finisher.clone(), Arc::clone(&fired), id.to_string());
+            Box::pin(async move {
+                if !fired.swap(true, Ordering::SeqCst) {
+                    finisher
+                        .finish(&id, &Ok(finished_output(42)))
+                        .await
+                        .unwrap();
+                }
+            })
+        }));
+        let status = waiter
+            .wait(&id, Duration::from_secs(120))
+            .await
+            .unwrap()
+            .expect("the job is known");
+        assert_eq!(status.state, JobState::Done);
+        assert_eq!(status.result.unwrap().recommendation.items[0].movie_id, 42);
+        let counts = waiter.wait_counts();
+        // Woken by the notification, never by the safety net's re-read.
+        assert_eq!(counts.safety_net.load(Ordering::SeqCst), 0);
+        assert!(counts.notified.load(Ordering::SeqCst) >= 1);
+    });
 }
