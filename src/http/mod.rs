@@ -20,6 +20,7 @@ mod pool;
 pub mod readiness;
 pub mod routes;
 mod session;
+mod whole_number;
 
 use std::sync::Arc;
 use std::time::Duration;

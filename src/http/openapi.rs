@@ -65,6 +65,20 @@ impl ApiDoc {
                 }
             }
         }
+        let search = doc
+            .paths
+            .paths
+            .get_mut("/movies/search")
+            .and_then(|item| item.get.as_mut())
+            .and_then(|op| op.parameters.as_mut());
+        for param in search.into_iter().flatten() {
+            if let RefOr::T(param) = param
+                && param.name == "limit"
+                && let Some(RefOr::T(Schema::Object(limit))) = param.schema.as_mut()
+            {
+                limit.maximum = Some(Number::UInt(limits.max_search_limit));
+            }
+        }
         doc
     }
 }
@@ -141,7 +155,39 @@ mod tests {
             max_sequence: 1500,
             max_search_limit: 9,
         };
-        let schema = body_schema(&ApiDoc::with_limits(&limits));
+        let doc = ApiDoc::with_limits(&limits);
+        let schema = body_schema(&doc);
         assert_eq!(stated(&schema), (1, 7, 1500, 1500, 1, 1), "{schema}");
+        let json = serde_json::to_value(&doc).unwrap();
+        let search = &json["paths"]["/movies/search"]["get"]["parameters"];
+        let limit = search
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1, "{limit}");
+        assert_eq!(limit["schema"]["maximum"], 9, "{limit}");
+    }
+
+    #[test]
+    fn query_and_path_limits_are_declared() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let param = |path: &str, method: &str, name: &str| {
+            json["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap()["schema"]
+                .clone()
+        };
+        let wait = param("/recommend", "post", "wait_ms");
+        assert_eq!(
+            (&wait["minimum"], &wait["maximum"]),
+            (&0.into(), &10000.into())
+        );
+        assert_eq!(param("/movies/{movie_id}", "get", "movie_id")["minimum"], 1);
+        assert_eq!(param("/movies/search", "get", "q")["maxLength"], 200);
     }
 }

@@ -54,8 +54,8 @@ pub struct SearchResults {
     get,
     path = "/movies/search",
     params(
-        ("q" = String, Query, description = "Text to find in titles"),
-        ("limit" = Option<usize>, Query, description = "Most results (default 20)"),
+        ("q" = String, Query, max_length = 200, description = "Text to find in titles (at most 200 characters)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Most results (default 20; the maximum is RECSYS_MAX_SEARCH_LIMIT)"),
     ),
     responses(
         (status = 200, description = "Matching movies", body = SearchResults),
@@ -108,7 +108,7 @@ pub async fn search(
 #[utoipa::path(
     get,
     path = "/movies/{movie_id}",
-    params(("movie_id" = i64, Path, description = "MovieLens movie id")),
+    params(("movie_id" = i64, Path, minimum = 1, description = "MovieLens movie id")),
     responses(
         (status = 200, description = "The movie", body = MovieView),
         (status = 401, description = "Missing or wrong secret", body = crate::http::ErrorBody),

@@ -23,14 +23,19 @@ use crate::recommend::{ModelInfo, RecommendRequest};
 pub struct RecommendBody {
     /// Movie ids watched, oldest first (positive integers; at most `RECSYS_MAX_SEQUENCE`).
     #[schema(max_items = 200, minimum = 1)]
+    #[serde(deserialize_with = "crate::http::whole_number::i64_list")]
     pub sequence: Vec<i64>,
     /// Movie ids never to recommend (positive integers; at most 1000, or `RECSYS_MAX_SEQUENCE`
     /// when that is larger).
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::http::whole_number::optional_i64_list"
+    )]
     #[schema(max_items = 1000, minimum = 1)]
     pub avoided: Option<Vec<i64>>,
     /// How many movies to return (1 to `RECSYS_MAX_K`).
     #[schema(minimum = 1, maximum = 100)]
+    #[serde(deserialize_with = "crate::http::whole_number::u64_field")]
     pub k: u64,
 }
 
@@ -124,7 +129,7 @@ pub struct JobView {
     post,
     path = "/recommend",
     request_body = RecommendBody,
-    params(("wait_ms" = Option<u64>, Query, description = "Wait up to this many ms (max 10000) for the result")),
+    params(("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 10000, description = "Wait up to this many ms for the result")),
     responses(
         (status = 202, description = "Queued", body = Accepted),
         (status = 200, description = "Finished within wait_ms", body = JobView),
