@@ -138,6 +138,11 @@ async fn search_and_add(
     }
 }
 
+/// Clicks the element `at` points to.
+async fn click(client: &fantoccini::Client, at: Locator<'_>) {
+    client.find(at).await.unwrap().click().await.unwrap();
+}
+
 async fn ids_of(client: &fantoccini::Client, css: &str) -> Vec<i64> {
     let mut ids = Vec::new();
     for li in client.find_all(Locator::Css(css)).await.unwrap() {
@@ -229,13 +234,7 @@ async fn a_person_walks_through_the_demo_page() {
     );
     let secret = client.find(Locator::Id("secret")).await.unwrap();
     secret.send_keys("not-the-secret").await.unwrap();
-    client
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Id("sign-in")).await;
     let refused = client
         .wait()
         .for_element(Locator::Id("sign-in-error"))
@@ -248,13 +247,7 @@ async fn a_person_walks_through_the_demo_page() {
         .await
         .unwrap();
     secret.send_keys(SECRET).await.unwrap();
-    client
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Id("sign-in")).await;
     client
         .wait()
         .for_element(Locator::Id("search-form"))
@@ -282,13 +275,7 @@ async fn a_person_walks_through_the_demo_page() {
     let k = client.find(Locator::Id("k")).await.unwrap();
     k.clear().await.unwrap();
     k.send_keys("5").await.unwrap();
-    client
-        .find(Locator::Id("submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Id("submit")).await;
 
     // 6. Five results, none in the sequence or avoided.
     let results = wait_for_count(&client, "#results li", 5).await;
@@ -341,13 +328,7 @@ async fn a_person_walks_through_the_demo_page() {
     assert_eq!(walked, vec![toy, matrix, shrek, got[0]]);
 
     // 8. Clear resets everything.
-    client
-        .find(Locator::Id("clear"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Id("clear")).await;
     wait_for_count(&client, "#sequence-chips li", 0).await;
     wait_for_count(&client, "#avoided-chips li", 0).await;
     wait_for_count(&client, "#results li", 0).await;

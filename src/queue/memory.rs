@@ -91,18 +91,7 @@ impl MemoryQueue {
         let mut state = self.lock();
         let state = &mut *state;
         if let Some(entry) = state.jobs.get_mut(id) {
-            entry.status = match outcome {
-                Ok(out) => JobStatus {
-                    state: JobState::Done,
-                    result: Some(out),
-                    error: None,
-                },
-                Err(e) => JobStatus {
-                    state: JobState::Failed,
-                    result: None,
-                    error: Some(e),
-                },
-            };
+            entry.status = JobStatus::ended(outcome);
             if entry.finished_at.is_none() {
                 state.finished.push_back(id.clone());
             }

@@ -342,18 +342,7 @@ fn duration_ms(d: Duration) -> u64 {
 
 /// Turns a result stored by [`RedisQueue::finish`] into a job status.
 fn status_from_result(raw: &str) -> Result<JobStatus, QueueError> {
-    Ok(match super::stored::decode(raw)? {
-        Ok(out) => JobStatus {
-            state: JobState::Done,
-            result: Some(out),
-            error: None,
-        },
-        Err(e) => JobStatus {
-            state: JobState::Failed,
-            result: None,
-            error: Some(e),
-        },
-    })
+    Ok(JobStatus::ended(super::stored::decode(raw)?))
 }
 
 /// Turns apalis' task metadata into a job status.

@@ -119,6 +119,22 @@ pub struct JobStatus {
 }
 
 impl JobStatus {
+    /// The status of a job that ended: done with its output, or failed with its error.
+    pub fn ended(outcome: Result<JobOutput, String>) -> Self {
+        match outcome {
+            Ok(out) => Self {
+                state: JobState::Done,
+                result: Some(out),
+                error: None,
+            },
+            Err(e) => Self {
+                state: JobState::Failed,
+                result: None,
+                error: Some(e),
+            },
+        }
+    }
+
     /// A status without result or error.
     pub fn bare(state: JobState) -> Self {
         Self {

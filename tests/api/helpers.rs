@@ -211,6 +211,21 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Waits until the process logs `message` with the `port` it bound (it was started on port
+    /// 0), and returns that port; panics with its log if `who` exits first.
+    fn logged_port(&mut self, who: &str, message: &str) -> u16 {
+        wait_until(&format!("{who} to log its port"), TIMEOUT, || {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{who} exited ({status}): {:?}", self.log_lines());
+            }
+            self.log_lines()
+                .iter()
+                .find(|l| l["message"] == message)
+                .and_then(|l| l["port"].as_u64())
+                .map(|p| u16::try_from(p).unwrap())
+        })
+    }
+
     /// The JSON lines it has logged so far.
     pub fn log_lines(&self) -> Vec<Value> {
         let Some(log) = &self.log else {
@@ -342,17 +357,7 @@ impl Env {
             port: 0,
             log: Some(log),
         };
-        let port = wait_until("the server to log its port", TIMEOUT, || {
-            if let Some(status) = proc.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the server exited ({status}): {:?}", proc.log_lines());
-            }
-            proc.log_lines()
-                .iter()
-                .find(|l| l["message"] == "API listening")
-                .and_then(|l| l["port"].as_u64())
-                .map(|p| u16::try_from(p).unwrap())
-        });
-        proc.port = port;
+        proc.port = proc.logged_port("the server", "API listening");
         let url = format!("{}/health", proc.base());
         wait_until("the server to answer /health", TIMEOUT, || {
             client().get(&url).send().ok().map(|_| ())
@@ -379,16 +384,7 @@ impl Env {
             port: 0,
             log: Some(log),
         };
-        proc.port = wait_until("the worker to log its metrics port", TIMEOUT, || {
-            if let Some(status) = proc.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the worker exited ({status}): {:?}", proc.log_lines());
-            }
-            proc.log_lines()
-                .iter()
-                .find(|l| l["message"] == "worker metrics at /metrics")
-                .and_then(|l| l["port"].as_u64())
-                .map(|p| u16::try_from(p).unwrap())
-        });
+        proc.port = proc.logged_port("the worker", "worker metrics at /metrics");
         proc
     }
 

@@ -11,6 +11,17 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
+/// Posts `n` small jobs (each accepted with 202) and returns their ids.
+fn post_jobs(base: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let (status, _, acc) = post_recommend(base, "", &json!({"sequence": [i + 1], "k": 2}));
+            assert_eq!(status, 202, "{acc}");
+            acc["job_id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
 const QUEUE: &str = "movierec:queue-test";
 
 fn env_for(redis: &Redis) -> Env {
@@ -232,13 +243,7 @@ fn accepted_jobs_survive_a_redis_kill_and_restart_and_all_finish() {
     let env = env_for(&redis);
     let server = env.serve(&[], &[]);
     let base = server.base();
-    let ids: Vec<String> = (0..JOBS)
-        .map(|i| {
-            let (status, _, acc) = post_recommend(&base, "", &json!({"sequence": [i + 1], "k": 2}));
-            assert_eq!(status, 202, "{acc}");
-            acc["job_id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let ids = post_jobs(&base, JOBS);
 
     redis.kill();
     redis.restart();
@@ -277,13 +282,7 @@ fn the_worker_scores_concurrent_jobs_in_batches_larger_than_one() {
         ],
     );
     let base = server.base();
-    let ids: Vec<String> = (0..JOBS)
-        .map(|i| {
-            let (status, _, acc) = post_recommend(&base, "", &json!({"sequence": [i + 1], "k": 2}));
-            assert_eq!(status, 202, "{acc}");
-            acc["job_id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let ids = post_jobs(&base, JOBS);
     for id in &ids {
         assert_eq!(poll_until_finished(&base, id)["status"], "done");
     }
