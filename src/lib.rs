@@ -3,7 +3,8 @@
 //!
 //! One module per job: [`config`] holds the settings groups; [`catalogue`] the SQLite catalogue,
 //! every SQL statement and the `dump` that builds it; [`model`] the networks, their kernels and
-//! checkpoints; [`baseline`] popularity and EASE; [`train`] training and evaluation;
+//! checkpoints; [`baseline`] popularity, EASE, the transition model and blends;
+//! [`registry`] the checkpoints as named models; [`train`] training and evaluation;
 //! [`recommend`] requests, answers and what a process serves; [`queue`] the job queues;
 //! [`worker`] the batcher and the queue consumers; [`http`] the API; [`setup`] what `serve`,
 //! `worker` and `demo` share to build a serving process from settings; [`telemetry`] logging.
@@ -15,6 +16,7 @@ pub mod http;
 pub mod model;
 pub mod queue;
 pub mod recommend;
+pub mod registry;
 pub mod setup;
 pub mod telemetry;
 pub mod train;

@@ -48,6 +48,8 @@ enum Command {
     /// Print the folder of an extracted MovieLens release (`MOVIELENS_DATA`, the shared folder
     /// beside the checkout, else a download into the cache), as the tests find it.
     Locate(commands::locate::LocateArgs),
+    /// The model registry: the checkpoints of the checkpoint root as named models.
+    Models(commands::models::ModelsArgs),
     /// Checks a running API's `/health` (exit 0 when healthy); the container HEALTHCHECK.
     Health(commands::health::HealthArgs),
     /// Serve the HTTP API (on Redis, or `--embedded` with an in-process worker).
@@ -117,6 +119,7 @@ fn run(command: Command, matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Health(args) => commands::health::run(args),
         Command::Locate(args) => commands::locate::run(args),
+        Command::Models(args) => commands::models::run(args),
     }
 }
 

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use movierec::baseline::TransitionParams;
 use movierec::catalogue::Catalogue;
 use movierec::catalogue::dump::locate::reference_splits;
 use movierec::config::MovieLensVersion;
@@ -14,6 +15,7 @@ use movierec::model::{
     Architecture, DropoutRng, ItemVocab, ModelConfig, SeqModel, pad_left, reinitialise,
 };
 use movierec::recommend::{RecommendRequest, Recommender};
+use movierec::train::baselines::{TransitionGrid, tune_transition};
 use movierec::train::batch::{Cloze, cloze_batch, cloze_samples, next_item_batch};
 use movierec::train::data::{Dataset, UserHistory, build_dataset, leave_one_out, split_movie_ids};
 use movierec::train::report::EvalSplit;
@@ -865,7 +867,7 @@ fn cli_trains_evaluates_and_recommends() {
         .iter()
         .map(|r| r["architecture"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["popularity", "ease", "bert4rec"]);
+    assert_eq!(kinds, ["popularity", "ease", "transition", "bert4rec"]);
     assert_eq!(json["datasets"][0]["users"], 40);
     assert!(json["datasets"][0]["ease_skipped"].is_null());
     for row in rows {
@@ -880,11 +882,19 @@ fn cli_trains_evaluates_and_recommends() {
     // is the difference of the means.
     let se = rows[1]["test"]["ndcg_10_se"].as_f64().unwrap();
     assert!(se > 0.0 && se < 0.2, "{se}");
+    // Transition against EASE, the network against both.
     let comparisons = json["datasets"][0]["comparisons"].as_array().unwrap();
-    assert_eq!(comparisons.len(), 1, "{comparisons:?}");
-    assert_eq!(comparisons[0]["against"], rows[1]["name"]);
-    let diff = comparisons[0]["test"]["ndcg_10"].as_f64().unwrap();
-    assert!((diff - (ndcg(&rows[2]) - ndcg(&rows[1]))).abs() < 1e-9);
+    let pairs: Vec<(&str, &str)> = comparisons
+        .iter()
+        .map(|c| (c["model"].as_str().unwrap(), c["against"].as_str().unwrap()))
+        .collect();
+    let name = |i: usize| rows[i]["name"].as_str().unwrap();
+    assert_eq!(
+        pairs,
+        [(name(2), name(1)), (name(3), name(1)), (name(3), name(2))]
+    );
+    let diff = comparisons[1]["test"]["ndcg_10"].as_f64().unwrap();
+    assert!((diff - (ndcg(&rows[3]) - ndcg(&rows[1]))).abs() < 1e-9);
     assert!(stdout.contains("paired by user"));
 
     // Over the item cap, EASE is skipped with a message that says why.
@@ -902,12 +912,11 @@ fn cli_trains_evaluates_and_recommends() {
     assert!(out.status.success());
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&capped).unwrap()).unwrap();
-    assert_eq!(json["datasets"][0]["rows"].as_array().unwrap().len(), 2);
-    assert!(
-        json["datasets"][0]["comparisons"]
-            .as_array()
-            .unwrap()
-            .is_empty()
+    assert_eq!(json["datasets"][0]["rows"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        json["datasets"][0]["comparisons"].as_array().unwrap().len(),
+        1,
+        "the network against transition only"
     );
     let why = json["datasets"][0]["ease_skipped"].as_str().unwrap();
     assert!(why.contains("exceed the cap of 10"), "{why}");
@@ -993,4 +1002,218 @@ fn cli_layers_the_preset_a_config_file_and_flags() {
         !dir.path().join("never").exists(),
         "--print-config trains nothing"
     );
+}
+
+/// The ml-latest-small dataset over the reference split, as `evaluate` builds it.
+fn latest_small_split() -> EvalSplit {
+    let ratings = release_ratings(MovieLensVersion::LatestSmall);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    load_catalogue(&db, &movies_of(&ratings), &ratings);
+    let cat = Catalogue::open(&db).unwrap();
+    let ds = build_dataset(&cat.interactions(None).unwrap(), &DataSettings::default());
+    EvalSplit::new(&ds)
+}
+
+/// The transition model reproduces an independent measurement: a Python one-off over the
+/// reference split file (docs/experiments.md, fourth session of 2026-12-05) counted pairs at
+/// distance ≤ 3 by 1/d and scored the last five movies by 1/(k + 1): forward only, validation
+/// NDCG@10 0.0699 and test 0.0665; both directions, validation 0.0770 and test 0.0659.
+#[test]
+fn transition_reproduces_the_python_count_on_ml_latest_small() {
+    let eval = latest_small_split();
+    for (both_directions, valid, test) in [(false, 0.0699, 0.0665), (true, 0.0770, 0.0659)] {
+        let params = TransitionParams {
+            window: 3,
+            distance_decay: 1.0,
+            both_directions,
+            history: 5,
+            recency_decay: 1.0,
+        };
+        let tuned = tune_transition(&eval, &TransitionGrid::only(params)).unwrap();
+        let row = eval
+            .scores_report("t", "transition", &tuned.model, None)
+            .unwrap();
+        eprintln!(
+            "both directions {both_directions}: valid {:.4} test {:.4}",
+            row.valid.ndcg_10, row.test.ndcg_10
+        );
+        // Within a fifth of the standard error (0.008): ties among equal counts were broken
+        // by popularity there and here, but not necessarily in the same order.
+        assert!(
+            (row.valid.ndcg_10 - valid).abs() < 0.0015 && (row.test.ndcg_10 - test).abs() < 0.0015,
+            "both directions {both_directions}: valid {:.4} test {:.4}, measured {valid} / {test}",
+            row.valid.ndcg_10,
+            row.test.ndcg_10
+        );
+    }
+}
+
+/// Runs the binary; panics with its stderr when it fails; returns its stdout.
+fn movierec_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_movierec"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "movierec {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first `k` recommendations of a checkpoint for `sequence`.
+fn recommended(ck: &Path, sequence: &str, k: usize) -> Vec<i64> {
+    let k = k.to_string();
+    let out = movierec_ok(&[
+        "recommend".as_ref(),
+        "--checkpoint".as_ref(),
+        ck.as_os_str(),
+        "--sequence".as_ref(),
+        sequence.as_ref(),
+        "-k".as_ref(),
+        k.as_ref(),
+        "--json".as_ref(),
+    ]);
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    answer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["movie_id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Transition, EASE and a blend of the two are trained, stored, listed, evaluated and
+/// recommend like the networks. Every user walks the same cycle of 20 movies (movie m is
+/// followed by m + 1, 20 by 1), so the next movie is known: the transition model and the
+/// blend must put it first.
+#[test]
+fn cli_fits_lists_evaluates_and_recommends_the_non_neural_models() {
+    let items = 20i64;
+    let mut ratings = Vec::new();
+    for u in 0..40i64 {
+        for j in 0..12i64 {
+            ratings.push((u + 1, (u * 3 + j) % items + 1, 4.0, 1000 + j));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db_root = dir.path().join("db");
+    std::fs::create_dir_all(&db_root).unwrap();
+    load_catalogue(
+        &db_root.join("ml-100k.db"),
+        &(1..=items).collect::<Vec<_>>(),
+        &ratings,
+    );
+    let ck_root = dir.path().join("ck");
+    let roots = |model: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            "train".into(),
+            "--dataset".into(),
+            "ml-100k".into(),
+            "--model".into(),
+            model.into(),
+            "--database-root".into(),
+            db_root.clone().into(),
+            "--checkpoint-root".into(),
+            ck_root.clone().into(),
+        ]
+    };
+    let train = |model: &str, extra: &[&Path]| -> PathBuf {
+        let mut args = roots(model);
+        for m in extra {
+            args.push("--member".into());
+            args.push(m.as_os_str().to_owned());
+        }
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let out = movierec_ok(&refs);
+        let line = out.lines().next().unwrap();
+        PathBuf::from(line.strip_prefix("checkpoint ").unwrap())
+    };
+    let transition = train("transition", &[]);
+    let ease = train("ease", &[]);
+    let blend = train("blend", &[&transition, &ease]);
+    for (ck, architecture) in [
+        (&transition, "transition"),
+        (&ease, "ease"),
+        (&blend, "blend"),
+    ] {
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ck.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["architecture"], architecture);
+        assert!(ck.join("model.safetensors").is_file());
+    }
+    // The blend names its members relative to the checkpoint root.
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blend.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["settings"]["members"][0].as_str().unwrap(),
+        transition.file_name().unwrap().to_str().unwrap()
+    );
+
+    assert_eq!(recommended(&transition, "5,6,7", 3)[0], 8);
+    assert_eq!(recommended(&transition, "18,19,20", 3)[0], 1);
+    assert_eq!(recommended(&blend, "5,6,7", 3)[0], 8);
+    assert!(!recommended(&ease, "5,6,7", 5).contains(&7));
+    // Serving's default, the newest checkpoint of the release, is any type (these three were
+    // fitted within the same second or two).
+    let newest = latest_checkpoint(&ck_root, MovieLensVersion::Ml100k).unwrap();
+    assert!(
+        [&transition, &ease, &blend].contains(&&newest),
+        "{newest:?}"
+    );
+
+    let listed: serde_json::Value = serde_json::from_str(&movierec_ok(&[
+        "models".as_ref(),
+        "list".as_ref(),
+        "--checkpoint-root".as_ref(),
+        ck_root.as_os_str(),
+        "--json".as_ref(),
+    ]))
+    .unwrap();
+    let mut kinds: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["architecture"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["blend", "ease", "transition"]);
+
+    let report = dir.path().join("report.json");
+    movierec_ok(&[
+        "evaluate".as_ref(),
+        "--checkpoint".as_ref(),
+        transition.as_os_str(),
+        "--checkpoint".as_ref(),
+        blend.as_os_str(),
+        "--database-root".as_ref(),
+        db_root.as_os_str(),
+        "--output".as_ref(),
+        report.as_os_str(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let rows = json["datasets"][0]["rows"].as_array().unwrap();
+    let kinds: Vec<&str> = rows
+        .iter()
+        .map(|r| r["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["popularity", "ease", "transition", "transition", "blend"]
+    );
+    for row in &rows[3..] {
+        assert_eq!(row["test"]["hr_1"], 1.0, "{row}");
+    }
+
+    // A blend needs members, and members are for blends only.
+    let out = Command::new(env!("CARGO_BIN_EXE_movierec"))
+        .args(roots("blend"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--member"));
 }

@@ -123,6 +123,21 @@ impl Ease {
         self.lambda
     }
 
+    /// Rebuilds fitted weights (row-major `items × items`, as [`weights`](Self::weights) gives
+    /// them); `None` when the length does not match.
+    pub fn from_parts(items: usize, lambda: f64, weights: Vec<f32>) -> Option<Self> {
+        (items.checked_mul(items) == Some(weights.len())).then_some(Self {
+            items,
+            lambda,
+            weights,
+        })
+    }
+
+    /// The weights, row-major `items × items`.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
     /// The weight `B[from, to]`.
     pub fn weight(&self, from: usize, to: usize) -> f32 {
         self.weights[from * self.items + to]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use movierec::catalogue::DEFAULT_DATABASE_ROOT;
 use movierec::config::MovieLensVersion;
+use movierec::train::baselines::TransitionGrid;
 use movierec::train::report::{EaseSettings, evaluate_checkpoints, render};
 
 /// Arguments of `movierec evaluate`.
@@ -13,7 +14,7 @@ pub struct EvaluateArgs {
     /// Checkpoint directory to evaluate; repeat to compare several in one report.
     #[arg(long = "checkpoint", required_unless_present = "versions")]
     pub checkpoints: Vec<PathBuf>,
-    /// Also report the baselines (popularity, EASE) of this release, with or without a
+    /// Also report the baselines (popularity, EASE, transition) of this release, with or without a
     /// checkpoint of it; repeatable. `--version` is its old name, accepted until the next
     /// release.
     #[arg(long = "dataset", alias = "version", value_name = "DATASET")]
@@ -44,6 +45,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         &args.versions,
         &args.database_root,
         &ease,
+        &TransitionGrid::default(),
     )?;
     print!("{}", render(&report));
     let output = args

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{ArgMatches, Args, FromArgMatches};
+use movierec::baseline::stored::BaselineKind;
 use movierec::config::{CatalogueSettings, CheckpointSettings};
 use movierec::model::Architecture;
+use movierec::train::baselines::{BaselineTrainOptions, TransitionGrid, train_baseline};
 use movierec::train::presets::{Layer, layered, to_toml};
+use movierec::train::report::EaseSettings;
 use movierec::train::{StopReason, TrainOptions, TrainSettings, train};
 
 /// Arguments of `movierec train`. The recipe's settings are layered: flags over `--config`,
@@ -23,9 +26,10 @@ pub struct TrainArgs {
     pub catalogue: CatalogueSettings,
     #[command(flatten)]
     pub checkpoints: CheckpointSettings,
-    /// Model type.
+    /// Model type: a network (bert4rec, sasrec), or a model fitted in seconds with its
+    /// settings chosen on validation (transition, ease).
     #[arg(long, value_enum, default_value = "bert4rec")]
-    pub model: Architecture,
+    pub model: ModelType,
     /// A TOML file of settings (the groups of `--print-config`), over the preset.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
@@ -35,8 +39,47 @@ pub struct TrainArgs {
     /// Continue from this checkpoint directory.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// A member of `--model blend`: a checkpoint directory of the same release; repeat it.
+    #[arg(long = "member", value_name = "CHECKPOINT")]
+    pub members: Vec<PathBuf>,
     #[command(flatten)]
     pub flags: SettingFlags,
+}
+
+/// What `train` can fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelType {
+    /// BERT4Rec (bidirectional attention, masked items).
+    Bert4rec,
+    /// SASRec (causal attention, next item).
+    Sasrec,
+    /// Which movies follow which, scored from the last few (fitted in seconds).
+    Transition,
+    /// EASE's closed-form item × item weights.
+    Ease,
+    /// Two or more checkpoints (`--member`) served as one, weights chosen on validation.
+    Blend,
+}
+
+impl ModelType {
+    /// The network, for the two trained by gradient descent.
+    fn network(self) -> Option<Architecture> {
+        match self {
+            Self::Bert4rec => Some(Architecture::Bert4Rec),
+            Self::Sasrec => Some(Architecture::SasRec),
+            Self::Transition | Self::Ease | Self::Blend => None,
+        }
+    }
+
+    /// The non-neural kind, for the others.
+    fn baseline(self) -> Option<BaselineKind> {
+        match self {
+            Self::Transition => Some(BaselineKind::Transition),
+            Self::Ease => Some(BaselineKind::Ease),
+            Self::Blend => Some(BaselineKind::Blend),
+            Self::Bert4rec | Self::Sasrec => None,
+        }
+    }
 }
 
 /// The settings given on the command line: every field of [`TrainSettings`] as an optional
@@ -76,7 +119,13 @@ impl SettingFlags {
 impl TrainArgs {
     /// The run's options: the settings layered from the preset, `--config` and the flags.
     pub fn options(&self) -> anyhow::Result<TrainOptions> {
-        let (architecture, dataset) = (self.model, self.catalogue.version);
+        let dataset = self.catalogue.version;
+        let Some(architecture) = self.model.network() else {
+            anyhow::bail!(
+                "{:?} is not a network: it has no training settings",
+                self.model
+            );
+        };
         let mut layers = Vec::new();
         match Layer::preset(architecture, dataset) {
             Some(preset) => layers.push(preset),
@@ -105,8 +154,52 @@ impl TrainArgs {
     }
 }
 
+/// Fits a transition or EASE checkpoint, settings chosen on validation.
+fn run_baseline(args: &TrainArgs, kind: BaselineKind) -> anyhow::Result<()> {
+    if args.print_config || args.resume.is_some() || args.config.is_some() {
+        anyhow::bail!(
+            "--print-config, --config and --resume are for the networks; {} takes no settings \
+             (they are tuned on validation)",
+            kind.name()
+        );
+    }
+    if (kind == BaselineKind::Blend) != !args.members.is_empty() {
+        anyhow::bail!("--member is for --model blend, which needs two or more of them");
+    }
+    let data = args
+        .flags
+        .apply(TrainSettings::default())
+        .context("applying the command line's settings")?
+        .data;
+    let opts = BaselineTrainOptions {
+        kind,
+        dataset: args.catalogue.version,
+        database_root: args.catalogue.database_root.clone(),
+        checkpoint_root: args.checkpoints.checkpoint_root.clone(),
+        data: data.filters(),
+        transition_grid: TransitionGrid::default(),
+        ease: EaseSettings::default(),
+        members: args.members.clone(),
+    };
+    let report = train_baseline(&opts)?;
+    println!(
+        "checkpoint {}\nsettings {}\nvalid NDCG@10 {:.4} HR@10 {:.4}; test NDCG@10 {:.4} HR@10 {:.4}; {:.1} s",
+        report.checkpoint.display(),
+        report.settings,
+        report.valid.ndcg_10,
+        report.valid.hr_10,
+        report.test.ndcg_10,
+        report.test.hr_10,
+        report.seconds,
+    );
+    Ok(())
+}
+
 /// Runs `movierec train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(kind) = args.model.baseline() {
+        return run_baseline(&args, kind);
+    }
     let opts = args.options()?;
     if args.print_config {
         print!("{}", to_toml(&opts.settings)?);

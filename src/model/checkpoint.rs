@@ -148,16 +148,68 @@ pub fn load(dir: &Path) -> Result<(CheckpointConfig, SeqModel), ModelError> {
     Ok((cfg, model))
 }
 
+/// What a checkpoint directory holds, told apart by the shape of its `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointKind {
+    /// BERT4Rec or SASRec: `model` holds the network's shape ([`CheckpointConfig`]).
+    Network,
+    /// A non-neural model (transition, EASE): `architecture` at the top
+    /// ([`BaselineConfig`](crate::baseline::stored::BaselineConfig)).
+    Baseline,
+}
+
+/// The fields every checkpoint's `config.json` has, whatever its model.
+#[derive(Debug, Deserialize)]
+pub struct CheckpointHeader {
+    pub dataset: MovieLensVersion,
+    pub created_at: u64,
+    /// Present in network checkpoints only.
+    #[serde(default)]
+    model: Option<serde_json::Value>,
+}
+
+impl CheckpointHeader {
+    /// Reads the common fields of `dir/config.json`.
+    pub fn read(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })
+    }
+
+    /// Which kind of model the checkpoint holds.
+    pub fn kind(&self) -> CheckpointKind {
+        if self.model.is_some() {
+            CheckpointKind::Network
+        } else {
+            CheckpointKind::Baseline
+        }
+    }
+}
+
+/// Which kind of model the checkpoint directory `dir` holds.
+pub fn kind(dir: &Path) -> Result<CheckpointKind, ModelError> {
+    Ok(CheckpointHeader::read(dir)?.kind())
+}
+
 /// The newest checkpoint directory directly under `root` trained on `version` (by `created_at`,
-/// then name), if any.
+/// then name), of any model type, if any.
 pub fn latest_checkpoint(root: &Path, version: MovieLensVersion) -> Option<PathBuf> {
     let entries = std::fs::read_dir(root).ok()?;
     entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join(WEIGHTS_FILE).is_file())
         .filter_map(|p| {
-            let cfg = CheckpointConfig::read(&p).ok()?;
-            (cfg.dataset == version).then_some((cfg.created_at, p))
+            let header = CheckpointHeader::read(&p).ok()?;
+            let readable = match header.kind() {
+                CheckpointKind::Network => CheckpointConfig::read(&p).is_ok(),
+                CheckpointKind::Baseline => {
+                    crate::baseline::stored::BaselineConfig::read(&p).is_ok()
+                }
+            };
+            (readable && header.dataset == version).then_some((header.created_at, p))
         })
         .max()
         .map(|(_, p)| p)

@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
 use rayon::prelude::*;
 
+use super::item_scores::{ItemScores, NetworkScores, ScoreError};
 use super::{ModelInfo, RecommendRequest, Recommendation, ScoredMovie};
 use crate::baseline::Popularity;
-use crate::model::checkpoint::{self, CheckpointConfig};
+use crate::baseline::stored::{BaselineError, StoredBaseline};
+use crate::model::checkpoint::{self, CheckpointConfig, CheckpointKind};
 use crate::model::{ItemVocab, ModelError, SeqModel};
 
 /// Why a recommendation failed.
@@ -17,16 +18,20 @@ pub enum RecommendError {
     /// The checkpoint could not be loaded.
     #[error("cannot load the model: {0}")]
     Model(#[from] ModelError),
+    /// The checkpoint of a non-neural model could not be loaded.
+    #[error("cannot load the model: {0}")]
+    Baseline(#[from] BaselineError),
     /// The forward pass failed.
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
+    /// Scoring failed.
+    #[error("{0}")]
+    Score(#[from] ScoreError),
 }
 
 /// A loaded checkpoint, ready to answer. `Send + Sync`: share it behind an `Arc`.
 pub struct Recommender {
-    model: SeqModel,
-    /// The tied output matrix, transposed once at load.
-    output: Tensor,
+    scores: Box<dyn ItemScores>,
     vocab: ItemVocab,
     /// The training counts of the items: the answer to a history the model cannot read.
     popularity: Popularity<u32>,
@@ -56,31 +61,52 @@ pub fn model_info(cfg: &CheckpointConfig, dir: &Path) -> ModelInfo {
 }
 
 impl Recommender {
-    /// Loads the checkpoint directory `dir` (`model.safetensors` + `config.json`); nothing else
-    /// is read.
+    /// Loads the checkpoint directory `dir` (`model.safetensors` + `config.json`) of any model
+    /// type; nothing else is read.
     pub fn load(dir: &Path) -> Result<Self, RecommendError> {
-        let (cfg, model) = checkpoint::load(dir)?;
-        Self::from_parts(cfg, model, dir)
+        match checkpoint::kind(dir)? {
+            CheckpointKind::Network => {
+                let (cfg, model) = checkpoint::load(dir)?;
+                Self::from_parts(cfg, model, dir)
+            }
+            CheckpointKind::Baseline => {
+                let stored = StoredBaseline::load(dir)?;
+                let info = stored.info(dir);
+                let (cfg, scores) = stored.into_parts();
+                Ok(Self::new(scores, cfg.vocab, &cfg.popularity, info))
+            }
+        }
     }
 
-    /// A recommender over an already loaded model.
+    /// A recommender over an already loaded network.
     pub fn from_parts(
         cfg: CheckpointConfig,
         model: SeqModel,
         dir: &Path,
     ) -> Result<Self, RecommendError> {
         let info = model_info(&cfg, dir);
-        Ok(Self {
-            output: model.output_matrix()?,
-            model,
+        let scores = Box::new(NetworkScores::new(model)?);
+        Ok(Self::new(scores, cfg.vocab, &cfg.popularity, info))
+    }
+
+    /// A recommender over any scoring model; `popularity` (one count per item) answers a
+    /// history the model cannot read.
+    pub fn new(
+        scores: Box<dyn ItemScores>,
+        vocab: ItemVocab,
+        popularity: &[u32],
+        info: ModelInfo,
+    ) -> Self {
+        Self {
+            scores,
             popularity: Popularity::new(
                 (0u32..)
-                    .zip(&cfg.popularity)
+                    .zip(popularity)
                     .map(|(i, &count)| (i, u64::from(count))),
             ),
-            vocab: cfg.vocab,
+            vocab,
             info,
-        })
+        }
     }
 
     /// What answers: architecture, dataset, checkpoint, sizes.
@@ -112,14 +138,7 @@ impl Recommender {
             .filter(|p| !p.history.is_empty())
             .map(|p| p.history.as_slice())
             .collect();
-        let mut rows = if histories.is_empty() {
-            Vec::new()
-        } else {
-            self.model
-                .score_histories_against(&histories, &self.output)?
-                .to_vec2::<f32>()?
-        }
-        .into_iter();
+        let mut rows = self.scores.score_rows(&histories)?.into_iter();
         // Each scored request takes the next row; the top-K selections run in parallel.
         let work: Vec<(usize, Prepared, Option<Vec<f32>>)> = requests
             .iter()

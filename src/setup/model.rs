@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::SetupError;
+use crate::baseline::stored::{self, BaselineConfig};
 use crate::catalogue::Catalogue;
 use crate::config::{CatalogueSettings, ModelSettings, MovieLensVersion};
-use crate::model::checkpoint::{CONFIG_FILE, CheckpointConfig, latest_checkpoint};
+use crate::model::ModelError;
+use crate::model::checkpoint::{
+    self, CONFIG_FILE, CheckpointConfig, CheckpointKind, latest_checkpoint,
+};
 use crate::recommend::{ModelInfo, ModelSource, Recommender, Serving, model_info};
 use crate::worker::{PopularityScorer, Scorer};
 
@@ -85,13 +89,22 @@ pub fn describe_model(
 ) -> Result<Serving, SetupError> {
     match choice {
         ModelChoice::Checkpoint(dir) => {
-            let cfg =
-                CheckpointConfig::read(dir).map_err(|source| SetupError::CheckpointConfig {
-                    dir: dir.clone(),
-                    source,
-                })?;
+            let config_error = |source| SetupError::CheckpointConfig {
+                dir: dir.clone(),
+                source,
+            };
+            let model = match checkpoint::kind(dir).map_err(config_error)? {
+                CheckpointKind::Network => {
+                    model_info(&CheckpointConfig::read(dir).map_err(config_error)?, dir)
+                }
+                CheckpointKind::Baseline => {
+                    let cfg = BaselineConfig::read(dir)
+                        .map_err(|e| config_error(ModelError::Invalid(e.to_string())))?;
+                    stored::info(&cfg, dir)
+                }
+            };
             Ok(Serving {
-                model: model_info(&cfg, dir),
+                model,
                 source: ModelSource::Checkpoint,
             })
         }

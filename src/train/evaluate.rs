@@ -127,6 +127,55 @@ pub fn model_ranks(
     Ok((full, sampled))
 }
 
+/// Ranks of any scoring function over `items` items, cases scored in parallel: `(full,
+/// sampled)`; `sampled` is empty without negatives. `score(history, row)` fills `row`.
+pub fn ranks_with<F>(
+    items: usize,
+    cases: &[EvalCase],
+    negatives: Option<&[Vec<u32>]>,
+    score: F,
+) -> (Vec<usize>, Vec<usize>)
+where
+    F: Fn(&[u32], &mut [f32]) + Sync,
+{
+    use rayon::prelude::*;
+    let ranks: Vec<(usize, Option<usize>)> = cases
+        .par_iter()
+        .enumerate()
+        .map_init(
+            || vec![0f32; items],
+            |row, (i, case)| {
+                score(&case.history, row);
+                let full = full_rank(row, case.target, &case.history);
+                let sampled = negatives.map(|n| sampled_rank(row, case.target, &n[i]));
+                (full, sampled)
+            },
+        )
+        .collect();
+    let full = ranks.iter().map(|r| r.0).collect();
+    let sampled = ranks.iter().filter_map(|r| r.1).collect();
+    (full, sampled)
+}
+
+/// Ranks of any [`ItemScores`](crate::recommend::ItemScores) model, in batches of
+/// `batch_size`: `(full, sampled)`.
+pub fn item_scores_ranks(
+    model: &dyn crate::recommend::ItemScores,
+    cases: &[EvalCase],
+    negatives: Option<&[Vec<u32>]>,
+    batch_size: usize,
+) -> Result<(Vec<usize>, Vec<usize>), crate::recommend::ScoreError> {
+    let mut full = Vec::with_capacity(cases.len());
+    let mut sampled = Vec::new();
+    let batch = batch_size.max(1);
+    for (b, chunk) in cases.chunks(batch).enumerate() {
+        let histories: Vec<&[u32]> = chunk.iter().map(|c| c.history.as_slice()).collect();
+        let rows = model.score_rows(&histories)?;
+        ranks_from_rows(&rows, cases, negatives, &mut full, &mut sampled, b * batch);
+    }
+    Ok((full, sampled))
+}
+
 /// Ranks of a fitted EASE model: `(full, sampled)`; `sampled` is empty without negatives.
 pub fn ease_ranks(
     ease: &crate::baseline::Ease,

@@ -8,16 +8,18 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::TrainError;
+use super::baselines::{TransitionGrid, tune_ease, tune_transition};
 use super::data::{Dataset, SplitUser, build_dataset, leave_one_out, train_popularity};
 use super::evaluate::{
-    EvalCase, Stage, cases, ease_ranks, model_ranks, popularity_ranks, sample_negatives,
+    EvalCase, Stage, cases, item_scores_ranks, model_ranks, popularity_ranks, sample_negatives,
 };
 use super::metrics::{PairedDifference, RankingMetrics};
-use crate::baseline::ease::Gram;
+use crate::baseline::stored::{BaselineConfig, load_scores};
 use crate::catalogue::Catalogue;
 use crate::config::MovieLensVersion;
-use crate::model::SeqModel;
-use crate::model::checkpoint::{self, CheckpointConfig, DataSettings};
+use crate::model::checkpoint::{self, CheckpointConfig, CheckpointKind, DataSettings};
+use crate::model::{ItemVocab, SeqModel};
+use crate::recommend::ItemScores;
 
 /// Negatives per case in the sampled protocol.
 pub const SAMPLED_NEGATIVES: usize = 100;
@@ -133,45 +135,45 @@ impl EvalSplit {
     /// The EASE row: fitted on the training items of every user, λ chosen on validation
     /// NDCG@10 among `settings.lambdas`, then scored on test with the same weights.
     /// `Err` carries why EASE was skipped.
-    pub fn ease_report(
+    pub fn ease_report(&self, settings: &EaseSettings) -> Result<ModelReport, String> {
+        let tuned = tune_ease(self, settings)?;
+        let name = format!("ease (lambda {})", tuned.model.lambda());
+        self.scores_report(&name, "ease", &tuned.model, None)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The transition row: fitted on the training items, settings chosen on validation NDCG@10
+    /// over `grid`, then scored on test.
+    pub fn transition_report(&self, grid: &TransitionGrid) -> Result<ModelReport, TrainError> {
+        let tuned = tune_transition(self, grid)?;
+        let p = tuned.model.params();
+        let name = format!(
+            "transition (w{} h{}{})",
+            p.window,
+            p.history,
+            if p.both_directions { " both" } else { "" }
+        );
+        self.scores_report(&name, "transition", &tuned.model, None)
+    }
+
+    /// The row of any scoring model.
+    pub fn scores_report(
         &self,
-        items: usize,
-        settings: &EaseSettings,
-    ) -> Result<ModelReport, String> {
-        if settings.lambdas.is_empty() {
-            return Err("EASE turned off (no lambdas)".into());
-        }
-        let histories: Vec<Vec<usize>> = self
-            .split
-            .iter()
-            .map(|u| u.valid_history().iter().map(|&i| i as usize).collect())
-            .collect();
-        let gram = Gram::new(
-            histories.iter().map(Vec::as_slice),
-            items,
-            settings.max_items,
-        )
-        .map_err(|e| e.to_string())?;
-        let mut best: Option<(f64, crate::baseline::Ease, RankingMetrics)> = None;
-        for &lambda in &settings.lambdas {
-            let ease = gram.fit(lambda).map_err(|e| e.to_string())?;
-            let (valid, _) = ease_ranks(&ease, &self.valid, None);
-            let valid = RankingMetrics::from_ranks(&valid);
-            tracing::info!(lambda, valid_ndcg10 = valid.ndcg_10, "EASE fitted");
-            if best.as_ref().is_none_or(|b| valid.ndcg_10 > b.0) {
-                best = Some((valid.ndcg_10, ease, valid));
-            }
-        }
-        let Some((_, ease, valid)) = best else {
-            return Err("EASE turned off (no lambdas)".into());
-        };
-        let (test, sampled) = ease_ranks(&ease, &self.test, Some(&self.negatives));
+        name: &str,
+        architecture: &str,
+        scores: &dyn ItemScores,
+        checkpoint: Option<PathBuf>,
+    ) -> Result<ModelReport, TrainError> {
+        let invalid = |e: crate::recommend::ScoreError| TrainError::Invalid(e.to_string());
+        let (test, sampled) =
+            item_scores_ranks(scores, &self.test, Some(&self.negatives), 256).map_err(invalid)?;
+        let (valid, _) = item_scores_ranks(scores, &self.valid, None, 256).map_err(invalid)?;
         Ok(ModelReport {
-            name: format!("ease (lambda {})", ease.lambda()),
-            architecture: "ease".into(),
-            checkpoint: None,
+            name: name.to_string(),
+            architecture: architecture.to_string(),
+            checkpoint,
             test: RankingMetrics::from_ranks(&test),
-            valid,
+            valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
             test_ranks: test,
         })
@@ -198,34 +200,55 @@ impl EvalSplit {
     }
 }
 
-/// Checkpoints that share a dataset and data settings, so one baseline serves them all.
-type CheckpointGroup = (
-    MovieLensVersion,
-    DataSettings,
-    Vec<(PathBuf, CheckpointConfig)>,
-);
+/// A checkpoint to evaluate: its directory and items.
+struct Member {
+    dir: PathBuf,
+    vocab: ItemVocab,
+}
+
+/// Checkpoints that share a dataset and data settings, so one split and its baselines serve
+/// them all.
+type CheckpointGroup = (MovieLensVersion, DataSettings, Vec<Member>);
 
 /// Picks one metrics block out of a model report.
 type MetricsOf = fn(&ModelReport) -> &RankingMetrics;
 
-/// Evaluates checkpoints (grouped by dataset and data settings) with the popularity and EASE
-/// baselines of each group, reading the catalogues under `database_root`. Each of `baselines`
-/// without a checkpoint adds a group of its own with the default data settings.
+/// Reads what grouping needs from a checkpoint of any kind.
+fn member(dir: &Path) -> Result<(MovieLensVersion, DataSettings, Member), TrainError> {
+    let (dataset, data, vocab) = match checkpoint::kind(dir)? {
+        CheckpointKind::Network => {
+            let cfg = CheckpointConfig::read(dir)?;
+            (cfg.dataset, cfg.data, cfg.vocab)
+        }
+        CheckpointKind::Baseline => {
+            let cfg = BaselineConfig::read(dir).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            (cfg.dataset, cfg.data, cfg.vocab)
+        }
+    };
+    let member = Member {
+        dir: dir.to_path_buf(),
+        vocab,
+    };
+    Ok((dataset, data, member))
+}
+
+/// Evaluates checkpoints of any model type (grouped by dataset and data settings) with the
+/// popularity, EASE and transition baselines of each group, reading the catalogues under
+/// `database_root`. Each of `baselines` without a checkpoint adds a group of its own with the
+/// default data settings.
 pub fn evaluate_checkpoints(
     dirs: &[PathBuf],
     baselines: &[MovieLensVersion],
     database_root: &Path,
     ease: &EaseSettings,
+    transition: &TransitionGrid,
 ) -> Result<EvaluationReport, TrainError> {
     let mut groups: Vec<CheckpointGroup> = Vec::new();
     for dir in dirs {
-        let cfg = CheckpointConfig::read(dir)?;
-        match groups
-            .iter_mut()
-            .find(|g| g.0 == cfg.dataset && g.1 == cfg.data)
-        {
-            Some(g) => g.2.push((dir.clone(), cfg)),
-            None => groups.push((cfg.dataset, cfg.data.clone(), vec![(dir.clone(), cfg)])),
+        let (dataset, data, m) = member(dir)?;
+        match groups.iter_mut().find(|g| g.0 == dataset && g.1 == data) {
+            Some(g) => g.2.push(m),
+            None => groups.push((dataset, data, vec![m])),
         }
     }
     for &version in baselines {
@@ -239,7 +262,7 @@ pub fn evaluate_checkpoints(
         let dataset = build_dataset(&catalogue.interactions(data.min_rating)?, &data);
         let eval = EvalSplit::new(&dataset);
         let mut rows = vec![eval.popularity_report()];
-        let ease_skipped = match eval.ease_report(dataset.vocab.len(), ease) {
+        let ease_skipped = match eval.ease_report(ease) {
             Ok(row) => {
                 rows.push(row);
                 None
@@ -249,16 +272,18 @@ pub fn evaluate_checkpoints(
                 Some(why)
             }
         };
-        for (dir, cfg) in members {
-            if cfg.vocab != dataset.vocab {
+        rows.push(eval.transition_report(transition)?);
+        for m in members {
+            if m.vocab != dataset.vocab {
                 return Err(TrainError::Invalid(format!(
                     "{}: its items differ from the catalogue's; was the catalogue rebuilt?",
-                    dir.display()
+                    m.dir.display()
                 )));
             }
-            let (_, model) = checkpoint::load(&dir)?;
-            let name = row_name(&dir, &rows);
-            rows.push(eval.model_report(&name, &model, Some(dir.clone()))?);
+            let (scores, architecture, _) =
+                load_scores(&m.dir).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            let name = row_name(&m.dir, &rows);
+            rows.push(eval.scores_report(&name, &architecture, scores.as_ref(), Some(m.dir))?);
         }
         let comparisons = comparisons(&rows);
         datasets.push(DatasetReport {
@@ -293,15 +318,20 @@ fn row_name(dir: &Path, rows: &[ModelReport]) -> String {
     }
 }
 
-/// Each checkpoint row against the EASE row and against the first checkpoint row.
+/// Each row but popularity against the baseline rows before it (EASE, transition), and each
+/// checkpoint after the first against the first checkpoint.
 fn comparisons(rows: &[ModelReport]) -> Vec<Comparison> {
-    let ease = rows.iter().find(|r| r.architecture == "ease");
-    let mut models = rows.iter().filter(|r| r.checkpoint.is_some());
-    let first = models.next();
+    let first = rows.iter().find(|r| r.checkpoint.is_some());
     let mut out = Vec::new();
-    for (i, row) in first.into_iter().chain(models).enumerate() {
-        let others = ease.into_iter().chain(first.filter(|_| i > 0));
-        for other in others {
+    for (i, row) in rows.iter().enumerate() {
+        if row.architecture == "popularity" {
+            continue;
+        }
+        let baselines = rows[..i]
+            .iter()
+            .filter(|r| r.checkpoint.is_none() && r.architecture != "popularity");
+        let against_first = first.filter(|f| row.checkpoint.is_some() && !std::ptr::eq(*f, row));
+        for other in baselines.chain(against_first) {
             if let Some(test) = PairedDifference::of(&row.test_ranks, &other.test_ranks) {
                 out.push(Comparison {
                     model: row.name.clone(),

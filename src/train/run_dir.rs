@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{TrainError, plot};
 use crate::config::MovieLensVersion;
-use crate::model::Architecture;
 
 /// File of the evaluated epochs' records, one JSON object a line.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -42,7 +41,7 @@ impl RunDir {
     pub(super) fn create(
         root: &Path,
         dataset: MovieLensVersion,
-        architecture: Architecture,
+        model: &str,
         created_at: u64,
     ) -> Result<Self, TrainError> {
         let io = |path: &Path| {
@@ -50,7 +49,7 @@ impl RunDir {
             move |source| TrainError::Io { path, source }
         };
         std::fs::create_dir_all(root).map_err(io(root))?;
-        let base = format!("{dataset}-{architecture}-{created_at}");
+        let base = format!("{dataset}-{model}-{created_at}");
         for n in 0.. {
             let name = if n == 0 {
                 base.clone()
@@ -108,7 +107,7 @@ mod tests {
             source,
         })?;
         let nested = root.path().join("a/b");
-        let make = || RunDir::create(&nested, MovieLensVersion::Ml100k, Architecture::SasRec, 7);
+        let make = || RunDir::create(&nested, MovieLensVersion::Ml100k, "sasrec", 7);
         let (first, second) = (make()?, make()?);
         assert_eq!(first.path(), nested.join("ml-100k-sasrec-7"));
         assert_eq!(second.path(), nested.join("ml-100k-sasrec-7-1"));

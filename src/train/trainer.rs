@@ -79,7 +79,7 @@ fn fit(
     let run = RunDir::create(
         &opts.checkpoint_root,
         opts.dataset,
-        cfg.architecture,
+        cfg.architecture.name(),
         start.checkpoint.created_at,
     )?;
     let mut keeper = BestKeeper::new(run.path(), start.checkpoint, schedule.patience);
