@@ -12,6 +12,7 @@ pub mod failure;
 pub mod flags;
 pub mod health;
 pub mod locate;
+pub mod open_loop;
 pub mod queue_probe;
 pub mod recommend;
 pub mod search;
