@@ -82,16 +82,18 @@ pub struct ApiBenchArgs {
     pub sample_depth: bool,
     /// Instead of the measurements: load `serve` and a worker on Redis for this many seconds
     /// with twice the largest `--concurrency` in clients, print the resident memory of the API,
-    /// the worker and Redis every 10 s, and count the answers by status.
+    /// the worker and Redis every 10 s, and count the answers by status (see `--soak-rate` for
+    /// an open loop instead of clients).
     #[arg(long)]
     pub soak: Option<f64>,
     /// With `--soak`: instead of closed-loop clients, offer this many requests a second on a
     /// fixed schedule whatever the answers (open loop), and follow every accepted job to its end.
     #[arg(long, requires = "soak", value_parser = positive_rate)]
     pub soak_rate: Option<f64>,
-    /// With `--soak-rate`: the `wait_ms` of each request (jobs that outlast it answer 202 and
-    /// are followed by id).
-    #[arg(long, default_value_t = 1000)]
+    /// With `--soak-rate`: the `wait_ms` of each request, up to the API's 10000 (jobs that
+    /// outlast it answer 202 and are followed by id).
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=movierec::http::MAX_WAIT_MS))]
     pub soak_wait_ms: u64,
     /// With `--soak-rate`: most requests in flight; one due beyond it is counted as skipped.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
