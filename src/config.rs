@@ -243,9 +243,10 @@ pub struct ServerSettings {
     /// Milliseconds a closing connection gets to shut down cleanly before it is dropped.
     #[arg(long, env = "RECSYS_DISCONNECT_TIMEOUT_MS", default_value_t = 1000)]
     pub disconnect_timeout_ms: u64,
-    /// Most connections open at once (all worker threads together); beyond it new ones wait in
-    /// the listen backlog until one closes. Kept under the open-file limit, which start-up
-    /// raises to its hard maximum.
+    /// Most connections served at once (all worker threads together). A reserve above it (a
+    /// tenth, at least 16) is still accepted, and its requests answer 503 with `Retry-After`
+    /// (health probes excepted); beyond that new ones wait in the listen backlog until one
+    /// closes. Kept under the open-file limit, which start-up raises to its hard maximum.
     #[arg(long, env = "RECSYS_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,

@@ -82,12 +82,33 @@ pub struct ApiBenchArgs {
     pub sample_depth: bool,
     /// Instead of the measurements: load `serve` and a worker on Redis for this many seconds
     /// with twice the largest `--concurrency` in clients, print the resident memory of the API,
-    /// the worker and Redis every 10 s, and count the answers by status.
+    /// the worker and Redis every 10 s, and count the answers by status (see `--soak-rate` for
+    /// an open loop instead of clients).
     #[arg(long)]
     pub soak: Option<f64>,
+    /// With `--soak`: instead of closed-loop clients, offer this many requests a second on a
+    /// fixed schedule whatever the answers (open loop), and follow every accepted job to its end.
+    #[arg(long, requires = "soak", value_parser = positive_rate)]
+    pub soak_rate: Option<f64>,
+    /// With `--soak-rate`: the `wait_ms` of each request, up to the API's 10000 (jobs that
+    /// outlast it answer 202 and are followed by id).
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=movierec::http::MAX_WAIT_MS))]
+    pub soak_wait_ms: u64,
+    /// With `--soak-rate`: most requests in flight; one due beyond it is counted as skipped.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub soak_max_in_flight: u64,
     /// Also write the rows as JSON to this file.
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+/// A `--soak-rate`: a finite number of requests a second above zero.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s} is not a rate above 0")),
+    }
 }
 
 /// One measurement.
@@ -113,6 +134,12 @@ struct Row {
 const HISTORY_LENGTHS: (usize, usize) = (5, 50);
 /// Requests in the pool the load generator cycles through.
 const POOL: usize = 20_000;
+/// Longest the soak's client keeps a connection idle, well below the services' keep-alive (5 s,
+/// `RECSYS_KEEP_ALIVE_SECS`). Past the server's, a request sent on a connection the server is
+/// closing is lost in transit ("connection closed before message completed": HTTP/1.1's
+/// keep-alive race, and the client does not resend a POST); a 300 s open-loop soak at the
+/// default idle timeout lost 288 of 1.69 million requests so.
+const CLIENT_IDLE: Duration = Duration::from_secs(2);
 /// Longest the services may take to come up.
 const STARTUP: Duration = Duration::from_secs(120);
 
@@ -258,42 +285,128 @@ fn soak(
         redis_url,
     };
     let auth = services.authorization()?;
-    let statuses = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .default_headers(auth)
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(clients)
-            .build()?;
-        wait_until_serving(&client, &services.base, &bodies[0]).await?;
+    let span = Duration::from_secs_f64(seconds.max(1.0));
+    let client = reqwest::Client::builder()
+        .default_headers(auth)
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(clients.max(args.soak_max_in_flight as usize))
+        .pool_idle_timeout(CLIENT_IDLE)
+        .build()?;
+    runtime.block_on(wait_until_serving(&client, &services.base, &bodies[0]))?;
+    println!("load average before: {}", super::soak::load_average());
+    if let Some(rate) = args.soak_rate {
+        let config = super::open_loop::OpenLoop {
+            rate,
+            wait_ms: args.soak_wait_ms,
+            max_in_flight: usize::try_from(args.soak_max_in_flight).unwrap_or(usize::MAX),
+        };
         println!(
-            "soak: {clients} clients for {seconds} s, queue cap {}, batching {}",
+            "soak: open loop at {rate} req/s for {seconds} s (wait_ms {}, at most {} in flight), \
+             queue cap {}, batching {}",
+            config.wait_ms,
+            config.max_in_flight,
             args.queue_cap,
             if batching { "on" } else { "off" }
         );
-        let url = format!("{}/recommend?wait_ms=10000", services.base);
-        let span = Duration::from_secs_f64(seconds.max(1.0));
-        anyhow::Ok(super::soak::run(&client, &url, bodies, clients, span, &watched).await)
-    })?;
+        let tally = runtime.block_on(super::open_loop::run(
+            &client,
+            &services.base,
+            bodies,
+            config,
+            span,
+            &watched,
+        ));
+        println!("load average after: {}", super::soak::load_average());
+        return report_open_loop(&tally, seconds);
+    }
+    println!(
+        "soak: {clients} clients for {seconds} s, queue cap {}, batching {}",
+        args.queue_cap,
+        if batching { "on" } else { "off" }
+    );
+    let url = format!("{}/recommend?wait_ms=10000", services.base);
+    let statuses = runtime.block_on(super::soak::run(
+        &client, &url, bodies, clients, span, &watched,
+    ));
+    println!("load average after: {}", super::soak::load_average());
     let answers: u64 = statuses.values().sum();
-    let summary: Vec<String> = statuses
+    println!(
+        "answers: {answers} ({:.0}/s); {}",
+        answers as f64 / seconds,
+        describe(&statuses)
+    );
+    let bad = unexpected(&statuses);
+    if bad > 0 {
+        bail!("{bad} answers were neither 200, 202 nor 429");
+    }
+    Ok(())
+}
+
+/// Answers by status, in words.
+fn describe(statuses: &super::soak::Statuses) -> String {
+    statuses
         .iter()
         .map(|(s, n)| match s {
             0 => format!("transport errors {n}"),
             s => format!("{s}: {n}"),
         })
-        .collect();
-    println!(
-        "answers: {answers} ({:.0}/s); {}",
-        answers as f64 / seconds,
-        summary.join(", ")
-    );
-    let bad: u64 = statuses
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Answers other than 200, 202 and 429 (transport errors included).
+fn unexpected(statuses: &super::soak::Statuses) -> u64 {
+    statuses
         .iter()
         .filter(|(s, _)| !matches!(s, 200 | 202 | 429))
         .map(|(_, n)| n)
-        .sum();
+        .sum()
+}
+
+/// Prints an open-loop soak's figures; fails on an answer other than 200, 202 and 429, a 429
+/// without `Retry-After`, or an accepted job that did not end.
+fn report_open_loop(t: &super::open_loop::Tally, seconds: f64) -> anyhow::Result<()> {
+    let rate = |n: u64| n as f64 / seconds.max(1e-9);
+    println!(
+        "offered: {} requests ({:.0}/s); sent {} ({:.0}/s), skipped at the in-flight bound {}",
+        t.scheduled,
+        rate(t.scheduled),
+        t.scheduled - t.skipped,
+        rate(t.scheduled - t.skipped),
+        t.skipped
+    );
+    println!(
+        "answers: {} ({:.0}/s); {}; accepted {} ({:.0}/s)",
+        t.answered(),
+        rate(t.answered()),
+        describe(&t.statuses),
+        t.accepted(),
+        rate(t.accepted())
+    );
+    println!(
+        "accepted jobs: done {}, failed {}, followed from 202 {}, lost {}, unfinished {}; \
+         unreadable answers {}; 429/503 without Retry-After {}",
+        t.done, t.failed, t.followed, t.lost, t.unfinished, t.unreadable, t.no_retry_after
+    );
+    for (kind, (n, first)) in &t.transport {
+        println!("transport errors, {kind}: {n} (the first: {first})");
+    }
+    let bad = unexpected(&t.statuses);
     if bad > 0 {
         bail!("{bad} answers were neither 200, 202 nor 429");
+    }
+    if t.no_retry_after > 0 {
+        bail!("{} refusals came without Retry-After", t.no_retry_after);
+    }
+    let ended = t.done + t.failed;
+    if t.lost > 0 || t.unfinished > 0 || t.unreadable > 0 || ended != t.accepted() {
+        bail!(
+            "of {} accepted jobs {ended} ended: {} lost, {} unfinished, {} unreadable",
+            t.accepted(),
+            t.lost,
+            t.unfinished,
+            t.unreadable
+        );
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod flags;
 pub mod health;
 pub mod locate;
 pub mod models;
+pub mod open_loop;
 pub mod queue_probe;
 pub mod recommend;
 pub mod search;

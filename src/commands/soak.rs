@@ -33,10 +33,6 @@ pub async fn run(
 ) -> Statuses {
     let started = Instant::now();
     let deadline = started + span;
-    println!(
-        "{:>6} {:>10} {:>12} {:>13} {:>11} {:>10}",
-        "t s", "api MiB", "api threads", "worker MiB", "redis MiB", "answers"
-    );
     let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let load = futures::future::join_all((0..clients).map(|c| {
         let (client, url, bodies) = (client.clone(), url.to_owned(), Arc::clone(bodies));
@@ -81,27 +77,17 @@ pub async fn run(
             statuses
         }
     }));
-    let sampler = async {
-        loop {
-            print_memory(
-                started,
-                watched,
-                answered.load(std::sync::atomic::Ordering::Relaxed),
-            )
-            .await;
-            if Instant::now() + EVERY > deadline {
-                break;
-            }
-            tokio::time::sleep(EVERY).await;
-        }
-    };
+    let mut memory = MemoryLog::default();
+    let sampler = memory.sample_until(started, deadline, watched, &answered);
     let (per_client, ()) = futures::future::join(load, sampler).await;
-    print_memory(
-        started,
-        watched,
-        answered.load(std::sync::atomic::Ordering::Relaxed),
-    )
-    .await;
+    memory
+        .sample(
+            started,
+            watched,
+            answered.load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .await;
+    memory.print_summary();
     let mut statuses = Statuses::new();
     for s in per_client {
         for (k, v) in s {
@@ -111,26 +97,113 @@ pub async fn run(
     statuses
 }
 
-async fn print_memory(started: Instant, watched: &Watched, answered: u64) {
-    let mib = |kib: Option<u64>| match kib {
+/// Resident memory of the three processes at one time, in KiB (`None`: could not be read).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    pub api: Option<u64>,
+    pub worker: Option<u64>,
+    pub redis: Option<u64>,
+}
+
+/// The readings of a soak: the first, the largest of each process, and the last, so a plateau
+/// (or growth) shows in three figures per process.
+#[derive(Debug, Default)]
+pub struct MemoryLog {
+    first: Option<Reading>,
+    peak: Reading,
+    last: Option<Reading>,
+}
+
+impl MemoryLog {
+    /// Reads, prints and records the memory of the three processes, with `answered` so far.
+    pub async fn sample(&mut self, started: Instant, watched: &Watched, answered: u64) {
+        let reading = Reading {
+            api: rss_kib(watched.api_pid),
+            worker: rss_kib(watched.worker_pid),
+            redis: match watched.redis_pid {
+                Some(pid) => rss_kib(pid),
+                None => redis_rss_kib(&watched.redis_url).await,
+            },
+        };
+        let threads =
+            status_field(watched.api_pid, "Threads:").map_or_else(|| "?".into(), |t| t.to_string());
+        println!(
+            "{:>6.0} {:>10} {:>12} {:>13} {:>11} {:>10}",
+            started.elapsed().as_secs_f64(),
+            mib(reading.api),
+            threads,
+            mib(reading.worker),
+            mib(reading.redis),
+            answered
+        );
+        self.first.get_or_insert(reading);
+        let max = |a: Option<u64>, b: Option<u64>| a.max(b);
+        self.peak = Reading {
+            api: max(self.peak.api, reading.api),
+            worker: max(self.peak.worker, reading.worker),
+            redis: max(self.peak.redis, reading.redis),
+        };
+        self.last = Some(reading);
+    }
+
+    /// Samples every [`EVERY`] until `deadline` (the last sample is the caller's).
+    pub async fn sample_until(
+        &mut self,
+        started: Instant,
+        deadline: Instant,
+        watched: &Watched,
+        answered: &std::sync::atomic::AtomicU64,
+    ) {
+        println!(
+            "{:>6} {:>10} {:>12} {:>13} {:>11} {:>10}",
+            "t s", "api MiB", "api threads", "worker MiB", "redis MiB", "answers"
+        );
+        loop {
+            let n = answered.load(std::sync::atomic::Ordering::Relaxed);
+            self.sample(started, watched, n).await;
+            if Instant::now() + EVERY > deadline {
+                break;
+            }
+            tokio::time::sleep(EVERY).await;
+        }
+    }
+
+    /// Prints start, peak and end per process.
+    pub fn print_summary(&self) {
+        let first = self.first.unwrap_or_default();
+        let last = self.last.unwrap_or_default();
+        for (name, f, p, l) in [
+            ("api", first.api, self.peak.api, last.api),
+            ("worker", first.worker, self.peak.worker, last.worker),
+            ("redis", first.redis, self.peak.redis, last.redis),
+        ] {
+            println!(
+                "RSS {name}: start {} MiB, peak {} MiB, end {} MiB",
+                mib(f),
+                mib(p),
+                mib(l)
+            );
+        }
+    }
+}
+
+fn mib(kib: Option<u64>) -> String {
+    match kib {
         Some(k) => format!("{:.1}", k as f64 / 1024.0),
         None => "?".into(),
-    };
-    let redis = match watched.redis_pid {
-        Some(pid) => rss_kib(pid),
-        None => redis_rss_kib(&watched.redis_url).await,
-    };
-    let threads =
-        status_field(watched.api_pid, "Threads:").map_or_else(|| "?".into(), |t| t.to_string());
-    println!(
-        "{:>6.0} {:>10} {:>12} {:>13} {:>11} {:>10}",
-        started.elapsed().as_secs_f64(),
-        mib(rss_kib(watched.api_pid)),
-        threads,
-        mib(rss_kib(watched.worker_pid)),
-        mib(redis),
-        answered
-    );
+    }
+}
+
+/// The machine's load averages (1, 5 and 15 minutes), from `/proc/loadavg`: a soak's figures
+/// depend on what else runs.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| {
+            let fields: Vec<&str> = l.split_whitespace().take(3).collect();
+            (fields.len() == 3).then(|| fields.join(" "))
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// `VmRSS` of a process, in KiB (Linux).

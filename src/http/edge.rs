@@ -1,7 +1,7 @@
 //! Limits at the edge, before a handler runs: the listening socket and its backlog, the
 //! open-file limit that connections count against, and an oversized `Content-Length` refused
-//! before a byte of its body is read. The timeouts and the connection cap are actix's own
-//! settings, applied in [`super::Application::build`].
+//! before a byte of its body is read. The timeouts are actix's own settings, applied in
+//! [`super::Application::build`]; the connection cap is [`super::connections`].
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 

@@ -80,6 +80,12 @@ pub enum ApiError {
     /// Too many jobs are waiting.
     #[error("the queue is full; retry in {} s", retry_after.as_secs().max(1))]
     QueueFull { retry_after: Duration },
+    /// The connection came in over `RECSYS_MAX_CONNECTIONS` (see [`super::connections`]).
+    #[error(
+        "the server holds its maximum of {limit} connections (RECSYS_MAX_CONNECTIONS); retry in \
+         {RETRY_AFTER_SECS} s"
+    )]
+    TooManyConnections { limit: usize },
     /// A dependency (Redis, the catalogue) is down; `cause` is logged, not answered.
     #[error("{} is unavailable; retry shortly", dependency.describe())]
     Unavailable {
@@ -111,6 +117,7 @@ impl ApiError {
             Self::RequestTimeout { .. } => "request_timeout",
             Self::Unauthorized => "unauthorized",
             Self::QueueFull { .. } => "queue_full",
+            Self::TooManyConnections { .. } => "too_many_connections",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -136,7 +143,9 @@ impl ResponseError for ApiError {
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::TooManyConnections { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -149,6 +158,12 @@ impl ResponseError for ApiError {
             }
             Self::Unavailable { .. } => {
                 res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            // Closed after the answer: the client retries on a new connection, which the
+            // server counts afresh.
+            Self::TooManyConnections { .. } => {
+                res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+                res.force_close();
             }
             Self::Unauthorized => {
                 res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
@@ -223,6 +238,18 @@ mod tests {
         let res = ApiError::Unauthorized.error_response();
         assert_eq!(res.status(), 401);
         assert!(body_of(res).await.get("field").is_none());
+
+        let res = ApiError::TooManyConnections { limit: 8 }.error_response();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+        let body = body_of(res).await;
+        assert_eq!(body["error_type"], "too_many_connections");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("maximum of 8 connections")
+        );
 
         let res = ApiError::MethodNotAllowed { allow: "GET" }.error_response();
         assert_eq!(res.status(), 405);

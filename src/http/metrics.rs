@@ -1,4 +1,5 @@
-//! Prometheus metrics of the API: request counts and latency by route, and the queue depth. The
+//! Prometheus metrics of the API: request counts and latency by route, the queue depth, and the
+//! open connections (against `RECSYS_MAX_CONNECTIONS`). The
 //! worker's batch-size, batch-time and job-latency metrics join the same registry in the embedded
 //! mode.
 
@@ -19,6 +20,8 @@ pub struct HttpMetrics {
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub queue_depth: IntGauge,
+    /// Connections open now, moved by [`super::connections::ConnectionCap`].
+    pub open_connections: IntGauge,
 }
 
 impl HttpMetrics {
@@ -45,12 +48,18 @@ impl HttpMetrics {
         let queue_depth = IntGauge::new("movierec_queue_depth", "Jobs waiting for a worker")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        let open_connections = IntGauge::new(
+            "movierec_http_open_connections",
+            "HTTP connections open now (requests on those over RECSYS_MAX_CONNECTIONS answer 503)",
+        )?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
         Ok(Self {
             registry,
             requests,
             latency,
             queue_depth,
+            open_connections,
         })
     }
 }

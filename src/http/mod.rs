@@ -6,11 +6,12 @@
 //! `GET /openapi.json`, the demo page at `/` with its assets under `/static/`, and
 //! `POST /sign-in` and `POST /sign-out` for the page when a secret is set ([`auth`]). Every
 //! request gets a request id and one access line ([`access_log`]); limits on size, time and
-//! connections apply before any handler ([`edge`], [`body`]).
+//! connections apply before any handler ([`edge`], [`body`], [`connections`]).
 
 pub mod access_log;
 mod auth;
 mod body;
+mod connections;
 mod edge;
 mod error;
 mod json_body;
@@ -121,10 +122,14 @@ impl Application {
             .map(|s| Auth::new(s, settings.session_ttl_secs, settings.secure_cookie))
             .transpose()
             .map_err(std::io::Error::other)?;
-        edge::raise_open_file_limit(settings.max_connections);
+        let cap = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
+        let accepted = connections::accepted(cap);
+        edge::raise_open_file_limit(accepted as u64);
         let listener = edge::listen(&settings.host, settings.port, settings.backlog)?;
         let port = listener.local_addr()?.port();
         let request_timeout = Duration::from_millis(settings.request_timeout_ms);
+        let connection_cap =
+            connections::ConnectionCap::new(cap, deps.metrics.open_connections.clone());
         let state = web::Data::new(AppState {
             queue: deps.queue,
             catalogue: deps.catalogue,
@@ -139,13 +144,10 @@ impl Application {
             model: deps.model,
             readiness: deps.readiness,
         });
-        // actix's cap is per worker thread; the setting is for the whole server.
+        // actix's cap is per worker thread, and stops accepting (the backlog holds the rest);
+        // it is set to the cap plus the reserve on which requests answer 503.
         let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let per_worker = settings
-            .max_connections
-            .div_ceil(workers as u64)
-            .try_into()
-            .unwrap_or(usize::MAX);
+        let per_worker = accepted.div_ceil(workers);
         let keep_alive = match settings.keep_alive_secs {
             0 => KeepAlive::Disabled,
             secs => KeepAlive::Timeout(Duration::from_secs(secs)),
@@ -155,6 +157,7 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(from_fn(auth::guard))
                 .wrap(from_fn(edge::refuse_oversized))
+                .wrap(from_fn(connections::refuse_over_cap))
                 .wrap(from_fn(body::close_unread_body))
                 .wrap(from_fn(metrics::track))
                 .wrap(from_fn(access_log::access_log))
@@ -162,6 +165,7 @@ impl Application {
         })
         .workers(workers)
         .max_connections(per_worker)
+        .on_connect(move |io, ext| connection_cap.on_connect(io, ext))
         .client_request_timeout(request_timeout)
         .client_disconnect_timeout(Duration::from_millis(settings.disconnect_timeout_ms))
         .keep_alive(keep_alive)
@@ -172,6 +176,7 @@ impl Application {
             port,
             workers,
             max_connections = settings.max_connections,
+            accepted_connections = accepted,
             request_timeout_ms = settings.request_timeout_ms,
             "API listening"
         );

@@ -40,7 +40,7 @@ use super::routes::{movies, ops, recommend};
         super::readiness::WorkerView,
         super::ErrorBody,
     )),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ConnectionCapResponses)
 )]
 pub struct ApiDoc;
 
@@ -80,6 +80,43 @@ impl ApiDoc {
             }
         }
         doc
+    }
+}
+
+/// Declares on every operation but the health probes the 503 a request gets on a connection over
+/// `RECSYS_MAX_CONNECTIONS` (see [`super::connections`]): it can come on any route, so a client
+/// (or schemathesis) must expect it there.
+struct ConnectionCapResponses;
+
+/// What the 503 of a connection over the cap is, in the document.
+const OVER_CAP: &str = "over RECSYS_MAX_CONNECTIONS (`too_many_connections`); see Retry-After";
+
+impl Modify for ConnectionCapResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        for (path, item) in &mut openapi.paths.paths {
+            if path.starts_with("/health") {
+                continue;
+            }
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                match op.responses.responses.get_mut("503") {
+                    Some(RefOr::T(res)) => {
+                        res.description = format!("{}, or {OVER_CAP}", res.description)
+                    }
+                    Some(RefOr::Ref(_)) => {}
+                    None => {
+                        let content = ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build();
+                        let res = ResponseBuilder::new()
+                            .description(format!("Connection {OVER_CAP}"))
+                            .content("application/json", content)
+                            .build();
+                        op.responses.responses.insert("503".into(), RefOr::T(res));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -189,5 +226,21 @@ mod tests {
         );
         assert_eq!(param("/movies/{movie_id}", "get", "movie_id")["minimum"], 1);
         assert_eq!(param("/movies/search", "get", "q")["maxLength"], 200);
+    }
+
+    #[test]
+    fn every_route_but_the_probes_declares_the_connection_cap_503() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut checked = 0;
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let declared = op["responses"]["503"]["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("too_many_connections"));
+                assert_eq!(declared, !path.starts_with("/health"), "{method} {path}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 9, "{checked} operations");
     }
 }
