@@ -158,11 +158,10 @@ impl Transition {
                         }
                     }
                     touched.sort_unstable();
-                    let row = touched
+                    touched
                         .drain(..)
                         .map(|b| (b, std::mem::take(&mut acc[b as usize])))
-                        .collect();
-                    row
+                        .collect()
                 },
             )
             .collect();

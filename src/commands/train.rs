@@ -163,7 +163,7 @@ fn run_baseline(args: &TrainArgs, kind: BaselineKind) -> anyhow::Result<()> {
             kind.name()
         );
     }
-    if (kind == BaselineKind::Blend) != !args.members.is_empty() {
+    if (kind == BaselineKind::Blend) == args.members.is_empty() {
         anyhow::bail!("--member is for --model blend, which needs two or more of them");
     }
     let data = args

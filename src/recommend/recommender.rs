@@ -18,9 +18,9 @@ pub enum RecommendError {
     /// The checkpoint could not be loaded.
     #[error("cannot load the model: {0}")]
     Model(#[from] ModelError),
-    /// The checkpoint of a non-neural model could not be loaded.
+    /// The checkpoint of a non-neural model could not be loaded (boxed: it is large).
     #[error("cannot load the model: {0}")]
-    Baseline(#[from] BaselineError),
+    Baseline(#[from] Box<BaselineError>),
     /// The forward pass failed.
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
@@ -70,7 +70,7 @@ impl Recommender {
                 Self::from_parts(cfg, model, dir)
             }
             CheckpointKind::Baseline => {
-                let stored = StoredBaseline::load(dir)?;
+                let stored = StoredBaseline::load(dir).map_err(Box::new)?;
                 let info = stored.info(dir);
                 let (cfg, scores) = stored.into_parts();
                 Ok(Self::new(scores, cfg.vocab, &cfg.popularity, info))
