@@ -2,6 +2,8 @@
 //! common scale (its z-score over all items: scores of different models are not comparable,
 //! their spread within a row is), then the rows are summed with weights chosen on validation.
 
+use rayon::prelude::*;
+
 use crate::recommend::{ItemScores, ScoreError};
 
 /// Members and their weights.
@@ -102,12 +104,16 @@ impl ItemScores for Blend {
     }
 
     fn score_rows(&self, histories: &[&[u32]]) -> Result<Vec<Vec<f32>>, ScoreError> {
-        let mut per_member = Vec::with_capacity(self.members.len());
-        for m in &self.members {
-            let mut rows = m.score_rows(histories)?;
-            rows.iter_mut().for_each(|r| standardise(r));
-            per_member.push(rows);
-        }
+        // The members score the batch side by side, each row standardised where it was made.
+        let per_member = self
+            .members
+            .par_iter()
+            .map(|m| {
+                let mut rows = m.score_rows(histories)?;
+                rows.iter_mut().for_each(|r| standardise(r));
+                Ok(rows)
+            })
+            .collect::<Result<Vec<_>, ScoreError>>()?;
         Ok((0..histories.len())
             .map(|i| {
                 let rows: Vec<&[f32]> = per_member.iter().map(|m| m[i].as_slice()).collect();

@@ -12,7 +12,8 @@ use movierec::http::{AppDeps, Application, CataloguePool, HttpMetrics, ModelRead
 use movierec::queue::{JobQueue, RedisQueue, WorkerRegistry};
 use movierec::recommend::Serving;
 use movierec::setup::{
-    EmbeddedWorker, choose_model, describe_model, load_model, redis_config, start_runner,
+    EmbeddedWorker, ModelChoice, choose_model, describe_model, load_model, redis_config,
+    start_runner,
 };
 use movierec::worker::WorkerMetrics;
 
@@ -48,6 +49,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let pool = CataloguePool::open(&args.catalogue.database_path())?;
     let choice = choose_model(args.catalogue.version, &args.model)?;
+    let served_checkpoint = match &choice {
+        ModelChoice::Checkpoint(dir) => Some(dir.clone()),
+        ModelChoice::Popularity(_) => None,
+    };
+    let checkpoint_root = Some(args.model.checkpoints.checkpoint_root.clone());
     let (loaded, serving) = if args.embedded {
         let loaded = load_model(&choice, &args.catalogue)?;
         let serving = loaded.serving.clone();
@@ -90,6 +96,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     metrics,
                     model: Some(serving.model),
                     readiness,
+                    checkpoint_root,
+                    served_checkpoint,
                 };
                 Application::build(&args.server, deps)
                     .with_context(listen_hint)?
@@ -106,6 +114,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     metrics,
                     model: Some(serving.model.clone()),
                     readiness: ModelReadiness::Local(serving),
+                    checkpoint_root,
+                    served_checkpoint,
                 };
                 tracing::info!("embedded mode: API and worker in one process, no Redis");
                 let served = match Application::build(&args.server, deps).with_context(listen_hint)

@@ -23,6 +23,7 @@ pub mod routes;
 mod session;
 mod whole_number;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,6 +94,10 @@ pub struct AppState {
     pub model: Option<ModelInfo>,
     /// Where `/health/ready` learns whether the model side is ready.
     pub readiness: ModelReadiness,
+    /// Where `GET /models` lists the checkpoints (`None`: only the served one).
+    pub checkpoint_root: Option<PathBuf>,
+    /// The checkpoint directory this service answers with, if any.
+    pub served_checkpoint: Option<PathBuf>,
 }
 
 /// The parts an [`Application`] is built from (so `serve`, `serve --embedded` and tests can pick
@@ -105,6 +110,10 @@ pub struct AppDeps {
     pub model: Option<ModelInfo>,
     /// Where readiness comes from: the model this process serves, or the workers in Redis.
     pub readiness: ModelReadiness,
+    /// Where `GET /models` lists the checkpoints.
+    pub checkpoint_root: Option<PathBuf>,
+    /// The checkpoint directory served, if any (popularity has none).
+    pub served_checkpoint: Option<PathBuf>,
 }
 
 /// A bound, not yet running API server.
@@ -143,6 +152,8 @@ impl Application {
             metrics: deps.metrics,
             model: deps.model,
             readiness: deps.readiness,
+            checkpoint_root: deps.checkpoint_root,
+            served_checkpoint: deps.served_checkpoint,
         });
         // actix's cap is per worker thread, and stops accepting (the backlog holds the rest);
         // it is set to the cap plus the reserve on which requests answer 503.

@@ -7,7 +7,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
 
 use super::Limits;
-use super::routes::{movies, ops, recommend};
+use super::routes::{models, movies, ops, recommend};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -18,6 +18,7 @@ use super::routes::{movies, ops, recommend};
         recommend::get_job,
         movies::search,
         movies::get_movie,
+        models::list,
         ops::health,
         ops::live,
         ops::ready,
@@ -33,6 +34,8 @@ use super::routes::{movies, ops, recommend};
         recommend::ModelView,
         movies::MovieView,
         movies::SearchResults,
+        models::Models,
+        models::ModelView,
         ops::Health,
         ops::DependencyHealth,
         ops::Live,

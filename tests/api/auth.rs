@@ -73,6 +73,7 @@ fn guarded_routes() -> Vec<(&'static str, String)> {
         ),
         ("GET", "/movies/search?q=toy".into()),
         ("GET", "/movies/1".into()),
+        ("GET", "/models".into()),
         // Unknown routes and unknown methods say nothing either.
         ("GET", "/no-such-route".into()),
         ("DELETE", "/recommend".into()),

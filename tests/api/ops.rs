@@ -76,6 +76,19 @@ fn embedded_readiness_follows_the_model_it_serves() {
     assert_eq!(ready.body["workers"][0]["source"], "checkpoint");
     assert_eq!(ready.body["workers"][0]["architecture"], "sasrec");
     assert_eq!(ready.body["workers"][0]["checkpoint"], "tiny");
+    // The registry shows the served checkpoint as the live model, with all its traffic.
+    let models = get(&format!("{}/models", server.base()));
+    assert_eq!(models.status, 200, "{}", models.body);
+    let live: Vec<&serde_json::Value> = models.body["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["live"] == true)
+        .collect();
+    assert_eq!(live.len(), 1, "{}", models.body);
+    assert_eq!(live[0]["name"], "tiny");
+    assert_eq!(live[0]["architecture"], "sasrec");
+    assert_eq!(live[0]["weight"], 1.0);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Route table and the handlers, one file per resource.
 
+pub mod models;
 pub mod movies;
 pub mod ops;
 pub mod page;
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/recommend/{job_id}", "GET").route(web::get().to(recommend::get_job)))
         .service(resource("/movies/search", "GET").route(web::get().to(movies::search)))
         .service(resource("/movies/{movie_id}", "GET").route(web::get().to(movies::get_movie)))
+        .service(resource("/models", "GET").route(web::get().to(models::list)))
         .service(resource("/health", "GET").route(web::get().to(ops::health)))
         .service(resource("/health/live", "GET").route(web::get().to(ops::live)))
         .service(resource("/health/ready", "GET").route(web::get().to(ops::ready)))
