@@ -34,8 +34,8 @@ use super::routes::{models, movies, ops, recommend};
         recommend::ModelView,
         movies::MovieView,
         movies::SearchResults,
-        models::Models,
-        models::ModelView,
+        models::ModelRegistry,
+        models::RegistryModel,
         ops::Health,
         ops::DependencyHealth,
         ops::Live,
@@ -245,5 +245,26 @@ mod tests {
             }
         }
         assert!(checked >= 9, "{checked} operations");
+    }
+
+    /// utoipa keys schemas by type name, and a second type of the same name silently replaces
+    /// the first: each reference must lead to the type it was written for.
+    #[test]
+    fn same_named_types_do_not_replace_each_other() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &json["components"]["schemas"];
+        let target = |reference: &serde_json::Value| {
+            let name = reference["$ref"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap();
+            schemas[name]["properties"].clone()
+        };
+        let answered_by = target(&schemas["ResultView"]["properties"]["model"]);
+        assert!(answered_by.get("checkpoint").is_some(), "{answered_by}");
+        let listed = target(&schemas["ModelRegistry"]["properties"]["models"]["items"]);
+        assert!(listed.get("live").is_some(), "{listed}");
     }
 }

@@ -12,7 +12,7 @@ use crate::registry::{self, ModelEntry};
 
 /// One model of the registry.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ModelView {
+pub struct RegistryModel {
     /// The checkpoint directory's name.
     pub name: String,
     /// `bert4rec`, `sasrec`, `transition`, `ease` or `blend`.
@@ -32,8 +32,8 @@ pub struct ModelView {
 
 /// The registry.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Models {
-    pub models: Vec<ModelView>,
+pub struct ModelRegistry {
+    pub models: Vec<RegistryModel>,
 }
 
 /// Every checkpoint of the checkpoint root, newest first, and the one this service serves.
@@ -41,7 +41,7 @@ pub struct Models {
     get,
     path = "/models",
     responses(
-        (status = 200, description = "The checkpoints as models", body = Models),
+        (status = 200, description = "The checkpoints as models", body = ModelRegistry),
         (status = 401, description = "A secret is set and none was given", body = crate::http::error::ErrorBody),
     )
 )]
@@ -68,7 +68,7 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
         .into_iter()
         .map(|e: ModelEntry| {
             let is_live = live == Some(e.path.as_path());
-            ModelView {
+            RegistryModel {
                 name: e.name,
                 architecture: e.architecture,
                 dataset: e.dataset.name().to_string(),
@@ -80,5 +80,5 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Models { models }))
+    Ok(HttpResponse::Ok().json(ModelRegistry { models }))
 }
