@@ -789,8 +789,9 @@ fn split_matches_the_reference_split_on_both_datasets() {
     }
 }
 
-#[test]
-fn cli_trains_evaluates_and_recommends() {
+/// An "ml-100k" catalogue under `<dir>/db` where 40 users each rate 12 consecutive movies of a
+/// cycle of 20 (movie m is followed by m + 1, 20 by 1); returns the database root.
+fn cycle_catalogue(dir: &Path) -> PathBuf {
     let items = 20i64;
     let mut ratings = Vec::new();
     for u in 0..40i64 {
@@ -798,14 +799,20 @@ fn cli_trains_evaluates_and_recommends() {
             ratings.push((u + 1, (u * 3 + j) % items + 1, 4.0, 1000 + j));
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db_root = dir.path().join("db");
+    let db_root = dir.join("db");
     std::fs::create_dir_all(&db_root).unwrap();
     load_catalogue(
         &db_root.join("ml-100k.db"),
         &(1..=items).collect::<Vec<_>>(),
         &ratings,
     );
+    db_root
+}
+
+#[test]
+fn cli_trains_evaluates_and_recommends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_root = cycle_catalogue(dir.path());
     let ck_root = dir.path().join("ck");
     let bin = env!("CARGO_BIN_EXE_movierec");
     let out = Command::new(bin)
@@ -1092,21 +1099,8 @@ fn recommended(ck: &Path, sequence: &str, k: usize) -> Vec<i64> {
 /// blend must put it first.
 #[test]
 fn cli_fits_lists_evaluates_and_recommends_the_non_neural_models() {
-    let items = 20i64;
-    let mut ratings = Vec::new();
-    for u in 0..40i64 {
-        for j in 0..12i64 {
-            ratings.push((u + 1, (u * 3 + j) % items + 1, 4.0, 1000 + j));
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    let db_root = dir.path().join("db");
-    std::fs::create_dir_all(&db_root).unwrap();
-    load_catalogue(
-        &db_root.join("ml-100k.db"),
-        &(1..=items).collect::<Vec<_>>(),
-        &ratings,
-    );
+    let db_root = cycle_catalogue(dir.path());
     let ck_root = dir.path().join("ck");
     let roots = |model: &str| -> Vec<std::ffi::OsString> {
         vec![

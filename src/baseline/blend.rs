@@ -95,14 +95,6 @@ impl ItemScores for Blend {
         self.members[0].items()
     }
 
-    fn max_history(&self) -> usize {
-        self.members
-            .iter()
-            .map(|m| m.max_history())
-            .max()
-            .unwrap_or(0)
-    }
-
     fn score_rows(&self, histories: &[&[u32]]) -> Result<Vec<Vec<f32>>, ScoreError> {
         // The members score the batch side by side, each row standardised where it was made.
         let per_member = self
@@ -135,9 +127,6 @@ mod tests {
     impl ItemScores for Fixed {
         fn items(&self) -> usize {
             self.0.len()
-        }
-        fn max_history(&self) -> usize {
-            1
         }
         fn score_rows(&self, h: &[&[u32]]) -> Result<Vec<Vec<f32>>, ScoreError> {
             Ok(vec![self.0.clone(); h.len()])

@@ -214,13 +214,10 @@ impl StoredBaseline {
                 path: path.clone(),
                 source,
             })?;
-        let tmp = path.with_extension("tmp");
-        let io = |source| BaselineError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        checkpoint::write_atomically(&path, text.as_bytes()).map_err(|e| BaselineError::Invalid {
+            path,
+            message: e.to_string(),
+        })
     }
 
     /// Loads the checkpoint in `dir`.
@@ -249,11 +246,7 @@ impl StoredBaseline {
         let items = config.vocab.len();
         let model = match config.architecture {
             BaselineKind::Transition => {
-                let params: TransitionParams = serde_json::from_value(config.settings.clone())
-                    .map_err(|source| BaselineError::Json {
-                        path: dir.join(CONFIG_FILE),
-                        source,
-                    })?;
+                let params: TransitionParams = settings_of(&config, dir)?;
                 let starts = vec_of("row_start")?.to_vec1::<u32>().map_err(tensor_err)?;
                 let cols = vec_of("cols")?.to_vec1::<u32>().map_err(tensor_err)?;
                 let weights = vec_of("weights")?.to_vec1::<f32>().map_err(tensor_err)?;
@@ -265,11 +258,7 @@ impl StoredBaseline {
                 BaselineModel::Transition(t)
             }
             BaselineKind::Ease => {
-                let settings: EaseSettingsJson = serde_json::from_value(config.settings.clone())
-                    .map_err(|source| BaselineError::Json {
-                        path: dir.join(CONFIG_FILE),
-                        source,
-                    })?;
+                let settings: EaseSettingsJson = settings_of(&config, dir)?;
                 let weights = vec_of("weights")?
                     .flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
@@ -279,11 +268,7 @@ impl StoredBaseline {
                 BaselineModel::Ease(ease)
             }
             BaselineKind::Blend => {
-                let settings: BlendSettings = serde_json::from_value(config.settings.clone())
-                    .map_err(|source| BaselineError::Json {
-                        path: dir.join(CONFIG_FILE),
-                        source,
-                    })?;
+                let settings: BlendSettings = settings_of(&config, dir)?;
                 BaselineModel::Blend(load_blend(dir, &settings, &config.vocab)?)
             }
         };
@@ -304,6 +289,17 @@ impl StoredBaseline {
         };
         (self.config, scores)
     }
+}
+
+/// The model's settings in `config`, as `T`.
+fn settings_of<T: serde::de::DeserializeOwned>(
+    config: &BaselineConfig,
+    dir: &Path,
+) -> Result<T, BaselineError> {
+    serde_json::from_value(config.settings.clone()).map_err(|source| BaselineError::Json {
+        path: dir.join(CONFIG_FILE),
+        source,
+    })
 }
 
 /// Where a blend's member lives: relative paths are taken from the blend's parent directory

@@ -64,13 +64,7 @@ pub struct CheckpointConfig {
 impl CheckpointConfig {
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let cfg: Self =
-            serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })?;
+        let cfg: Self = read_config_json(dir)?;
         cfg.model.validate()?;
         let stale_sasrec = cfg.format < 2 && cfg.model.architecture == Architecture::SasRec;
         if cfg.format > FORMAT || stale_sasrec {
@@ -104,7 +98,19 @@ impl CheckpointConfig {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+/// Parses `dir/config.json` as `T`.
+fn read_config_json<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T, ModelError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees half
+/// a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let tmp = path.with_extension("tmp");
     let io = |source| ModelError::Io {
         path: path.to_path_buf(),
@@ -171,12 +177,7 @@ pub struct CheckpointHeader {
 impl CheckpointHeader {
     /// Reads the common fields of `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })
+        read_config_json(dir)
     }
 
     /// Which kind of model the checkpoint holds.

@@ -20,9 +20,6 @@ pub trait ItemScores: Send + Sync {
     /// Number of items each row holds.
     fn items(&self) -> usize;
 
-    /// The longest history the model reads (older items are ignored).
-    fn max_history(&self) -> usize;
-
     /// One row of `items()` scores per history, in order. Histories are non-empty item indices,
     /// oldest first; higher scores rank first.
     fn score_rows(&self, histories: &[&[u32]]) -> Result<Vec<Vec<f32>>, ScoreError>;
@@ -42,20 +39,11 @@ impl NetworkScores {
             model,
         })
     }
-
-    /// The network.
-    pub fn model(&self) -> &SeqModel {
-        &self.model
-    }
 }
 
 impl ItemScores for NetworkScores {
     fn items(&self) -> usize {
         self.model.config().items
-    }
-
-    fn max_history(&self) -> usize {
-        self.model.config().max_len
     }
 
     fn score_rows(&self, histories: &[&[u32]]) -> Result<Vec<Vec<f32>>, ScoreError> {
@@ -74,10 +62,6 @@ impl ItemScores for Transition {
         Transition::items(self)
     }
 
-    fn max_history(&self) -> usize {
-        self.params().history
-    }
-
     fn score_rows(&self, histories: &[&[u32]]) -> Result<Vec<Vec<f32>>, ScoreError> {
         Ok(histories
             .iter()
@@ -93,10 +77,6 @@ impl ItemScores for Transition {
 impl ItemScores for Ease {
     fn items(&self) -> usize {
         Ease::items(self)
-    }
-
-    fn max_history(&self) -> usize {
-        usize::MAX
     }
 
     fn score_rows(&self, histories: &[&[u32]]) -> Result<Vec<Vec<f32>>, ScoreError> {
