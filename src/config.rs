@@ -145,6 +145,12 @@ pub struct ModelSettings {
     /// `CHECKPOINT_ROOT`).
     #[arg(long, env = "RECSYS_CHECKPOINT")]
     pub checkpoint: Option<PathBuf>,
+    /// Serve several models at once with traffic weights, named as `movierec models list`
+    /// shows them: `name:weight,name:weight` (a name alone weighs 1). Requests may name one;
+    /// the rest are split by weight. Replaces --checkpoint. A set promoted through Redis
+    /// (`movierec models promote`) wins over this on the Redis workers.
+    #[arg(long, env = "RECSYS_MODELS", conflicts_with = "checkpoint")]
+    pub models: Option<String>,
     #[command(flatten)]
     pub checkpoints: CheckpointSettings,
     /// With no checkpoint of the release, serve popularity from the catalogue and count that as

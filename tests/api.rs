@@ -12,6 +12,7 @@ mod api {
     mod auth;
     mod edge;
     mod embedded;
+    mod models;
     mod ops;
     mod queue;
     mod redis;

@@ -61,6 +61,7 @@ fn ck_config(cfg: &ModelConfig) -> CheckpointConfig {
         best_epoch: 1,
         metrics: serde_json::Value::Null,
         created_at: 1,
+        commit: None,
     }
 }
 
@@ -1061,6 +1062,8 @@ fn movierec_ok(args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_movierec"))
         .args(args)
         .env("RAYON_NUM_THREADS", "2")
+        // No Redis: `models list` must not read a shared one, and shows weights as unknown.
+        .env("REDIS_URL", "redis://127.0.0.1:1")
         .output()
         .unwrap();
     assert!(
@@ -1201,6 +1204,45 @@ fn cli_fits_lists_evaluates_and_recommends_the_non_neural_models() {
     );
     for row in &rows[3..] {
         assert_eq!(row["test"]["hr_1"], 1.0, "{row}");
+    }
+    // evaluate recorded its figures in each checkpoint, and the registry shows them.
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(transition.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["metrics"]["test"]["hr_1"], 1.0, "{}", cfg["metrics"]);
+    assert!(cfg["metrics"]["evaluated_at"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(
+        cfg["architecture"], "transition",
+        "the rest of the file is kept"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&movierec_ok(&[
+        "models".as_ref(),
+        "list".as_ref(),
+        "--checkpoint-root".as_ref(),
+        ck_root.as_os_str(),
+        "--json".as_ref(),
+    ]))
+    .unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["architecture"] == "transition")
+        .unwrap();
+    assert_eq!(entry["test_ndcg10"], 1.0, "{entry}");
+    assert!(
+        entry["live"].is_null(),
+        "no Redis, so liveness is unknown: {entry}"
+    );
+    // The commit the binary was built from, when the build had git (it does in a clone).
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(head) = head {
+        assert_eq!(cfg["commit"], head.as_str(), "the checkpoint's commit");
     }
 
     // A blend needs members, and members are for blends only.

@@ -61,6 +61,7 @@ fn random_recommender(arch: Architecture, items: usize) -> anyhow::Result<Recomm
         best_epoch: 0,
         metrics: serde_json::Value::Null,
         created_at: 0,
+        commit: None,
     };
     Ok(Recommender::from_parts(ck, model, &PathBuf::from("bench"))?)
 }

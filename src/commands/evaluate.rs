@@ -1,10 +1,12 @@
 //! `movierec evaluate`.
 
 use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use movierec::catalogue::DEFAULT_DATABASE_ROOT;
 use movierec::config::MovieLensVersion;
+use movierec::model::checkpoint;
 use movierec::train::baselines::TransitionGrid;
 use movierec::train::report::{EaseSettings, evaluate_checkpoints, render};
 
@@ -32,6 +34,10 @@ pub struct EvaluateArgs {
     /// in the working directory without one).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Do not record the metrics in each checkpoint's `config.json` (by default they are, so
+    /// `movierec models list` and `GET /models` show them).
+    #[arg(long)]
+    pub no_record: bool,
 }
 
 /// Runs `movierec evaluate`.
@@ -57,5 +63,18 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&output, json).with_context(|| format!("writing {}", output.display()))?;
     println!("\nreport written to {}", output.display());
+    if !args.no_record {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let rows = report.datasets.iter().flat_map(|d| &d.rows);
+        for row in rows {
+            if let Some(dir) = &row.checkpoint {
+                checkpoint::record_evaluation(dir, &row.valid, &row.test, now)
+                    .with_context(|| format!("recording the metrics in {}", dir.display()))?;
+            }
+        }
+        println!("metrics recorded in each checkpoint's config.json");
+    }
     Ok(())
 }

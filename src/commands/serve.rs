@@ -9,13 +9,13 @@ use movierec::config::{
     CatalogueSettings, ModelSettings, QueueSettings, ServerSettings, WorkerSettings,
 };
 use movierec::http::{AppDeps, Application, CataloguePool, HttpMetrics, ModelReadiness};
-use movierec::queue::{JobQueue, RedisQueue, WorkerRegistry};
+use movierec::queue::{JobQueue, LiveSetStore, RedisQueue, WorkerRegistry};
 use movierec::recommend::Serving;
 use movierec::setup::{
-    EmbeddedWorker, ModelChoice, choose_model, describe_model, load_model, redis_config,
-    start_runner,
+    EmbeddedWorker, LocalControl, ModelChoice, ModelLoader, RedisControl, choose_model,
+    configured_specs, describe_model, initial_set, redis_config,
 };
-use movierec::worker::WorkerMetrics;
+use movierec::worker::{JobRunner, LiveModels, WorkerMetrics};
 
 /// Arguments of `movierec serve`.
 #[derive(Debug, clap::Args)]
@@ -48,24 +48,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let pool = CataloguePool::open(&args.catalogue.database_path())?;
-    let choice = choose_model(args.catalogue.version, &args.model)?;
-    let served_checkpoint = match &choice {
-        ModelChoice::Checkpoint(dir) => Some(dir.clone()),
-        ModelChoice::Popularity(_) => None,
-    };
-    let checkpoint_root = Some(args.model.checkpoints.checkpoint_root.clone());
-    let (loaded, serving) = if args.embedded {
-        let loaded = load_model(&choice, &args.catalogue)?;
-        let serving = loaded.serving.clone();
-        (Some(loaded), serving)
-    } else {
-        (None, describe_model(&choice, &args.catalogue)?)
-    };
-    if args.embedded {
-        report_readiness(&serving);
-    } else {
-        tracing::info!("readiness (/health/ready) follows what the workers announce in Redis");
-    }
+    let checkpoint_root = args.model.checkpoints.checkpoint_root.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -79,58 +62,98 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                  --port or RECSYS_PORT)"
             )
         };
-        match loaded {
-            None => {
-                let queue = RedisQueue::connect(redis_config(&args.queue))?;
-                if let Err(e) = queue.ping().await {
-                    tracing::warn!(error = %e, "Redis is not answering yet; /health reports 503 until it does");
-                }
-                // What the workers serve, and so readiness, they announce in Redis themselves.
-                let readiness = ModelReadiness::Workers {
-                    registry: Box::new(WorkerRegistry::new(&queue)),
-                    allow_fallback: args.model.allow_popularity_fallback,
-                };
-                let deps = AppDeps {
-                    queue: Arc::new(queue),
-                    catalogue: pool,
-                    metrics,
-                    model: Some(serving.model),
-                    readiness,
-                    checkpoint_root,
-                    served_checkpoint,
-                };
-                Application::build(&args.server, deps)
-                    .with_context(listen_hint)?
-                    .run_until_stopped()
-                    .await?;
+        if !args.embedded {
+            let serving = describe_main_model(&args)?;
+            tracing::info!("readiness (/health/ready) follows what the workers announce in Redis");
+            let queue = RedisQueue::connect(redis_config(&args.queue))?;
+            if let Err(e) = queue.ping().await {
+                tracing::warn!(error = %e, "Redis is not answering yet; /health reports 503 until it does");
             }
-            Some(loaded) => {
-                let worker_metrics = WorkerMetrics::register(&registry)?;
-                let runner = start_runner(loaded.scorer, &args.worker, Some(worker_metrics))?;
-                let embedded = EmbeddedWorker::start(runner, &args.queue, &args.worker)?;
-                let deps = AppDeps {
-                    queue: embedded.queue(),
-                    catalogue: pool,
-                    metrics,
-                    model: Some(serving.model.clone()),
-                    readiness: ModelReadiness::Local(serving),
-                    checkpoint_root,
-                    served_checkpoint,
-                };
-                tracing::info!("embedded mode: API and worker in one process, no Redis");
-                let served = match Application::build(&args.server, deps).with_context(listen_hint)
-                {
-                    Ok(app) => app.run_until_stopped().await.map_err(anyhow::Error::from),
-                    Err(e) => Err(e),
-                };
-                embedded.stop().await?;
-                served?;
-            }
+            // Promotions are checked by loading the model here before the workers are told.
+            let loader = Arc::new(ModelLoader::for_checks(&checkpoint_root));
+            let control = RedisControl::new(
+                LiveSetStore::new(&queue),
+                WorkerRegistry::new(&queue),
+                loader,
+            );
+            // What the workers serve, and so readiness, they announce in Redis themselves.
+            let readiness = ModelReadiness::Workers {
+                registry: Box::new(WorkerRegistry::new(&queue)),
+                allow_fallback: args.model.allow_popularity_fallback,
+            };
+            let deps = AppDeps {
+                queue: Arc::new(queue),
+                catalogue: pool,
+                metrics,
+                model: Some(serving.model),
+                readiness,
+                checkpoint_root: Some(checkpoint_root),
+                control: Arc::new(control),
+            };
+            Application::build(&args.server, deps)
+                .with_context(listen_hint)?
+                .run_until_stopped()
+                .await?;
+            return anyhow::Ok(());
         }
+        let worker_metrics = WorkerMetrics::register(&registry)?;
+        let loader = Arc::new(ModelLoader::new(
+            &checkpoint_root,
+            &args.worker,
+            Some(worker_metrics.clone()),
+        ));
+        let set = {
+            let (model, catalogue, loader) =
+                (args.model.clone(), args.catalogue.clone(), Arc::clone(&loader));
+            tokio::task::spawn_blocking(move || {
+                initial_set(&model, &catalogue, &loader).map_err(anyhow::Error::from)
+            })
+            .await??
+        };
+        let serving = set.main_arm().serving.clone();
+        report_readiness(&serving);
+        let live = LiveModels::new(set);
+        let runner = JobRunner::new(live.clone(), Some(worker_metrics));
+        let embedded = EmbeddedWorker::start(runner, &args.queue, &args.worker)?;
+        let deps = AppDeps {
+            queue: embedded.queue(),
+            catalogue: pool,
+            metrics,
+            model: Some(serving.model.clone()),
+            readiness: ModelReadiness::Local(live.clone()),
+            checkpoint_root: Some(checkpoint_root),
+            control: Arc::new(LocalControl::new(live, loader)),
+        };
+        tracing::info!("embedded mode: API and worker in one process, no Redis");
+        let served = match Application::build(&args.server, deps).with_context(listen_hint) {
+            Ok(app) => app.run_until_stopped().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        embedded.stop().await?;
+        served?;
         anyhow::Ok(())
     })?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// What the Redis workers are configured to serve mainly (the heaviest of `RECSYS_MODELS`, else
+/// the model [`choose_model`] picks), read from its `config.json` without loading weights: what
+/// the demo page shows.
+fn describe_main_model(args: &ServeArgs) -> anyhow::Result<Serving> {
+    let choice = match configured_specs(&args.model)? {
+        Some(specs) => {
+            let mut main = &specs[0];
+            for s in &specs {
+                if s.weight > main.weight {
+                    main = s;
+                }
+            }
+            ModelChoice::Checkpoint(args.model.checkpoints.checkpoint_root.join(&main.name))
+        }
+        None => choose_model(args.catalogue.version, &args.model)?,
+    };
+    Ok(describe_model(&choice, &args.catalogue)?)
 }
 
 /// Logs what is served; a popularity fallback nobody asked for is a warning, once more here

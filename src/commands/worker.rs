@@ -1,10 +1,15 @@
 //! `movierec worker`: an apalis worker on the Redis queue, with dynamic batching on one model
 //! thread. The model and the machinery around it come from [`movierec::setup`].
 
+use std::sync::Arc;
+
 use movierec::config::{CatalogueSettings, ModelSettings, QueueSettings, WorkerSettings};
-use movierec::queue::RedisQueue;
-use movierec::setup::{choose_model, load_model, redis_config, start_runner};
-use movierec::worker::{RedisWorkerConfig, WorkerMetrics, run_redis_worker};
+use movierec::queue::{LiveSetStore, RedisQueue};
+use movierec::registry::specs;
+use movierec::setup::{ModelLoader, follow_promotions, initial_set, redis_config};
+use movierec::worker::{
+    JobRunner, LiveModels, ModelSet, RedisWorkerConfig, WorkerMetrics, run_redis_worker,
+};
 use tokio::sync::watch;
 
 /// Arguments of `movierec worker`.
@@ -64,10 +69,55 @@ async fn wait_for_signal() {
     }
 }
 
+/// The set a worker starts with: the one promoted through Redis when there is one and it loads,
+/// else the configured one (`RECSYS_MODELS`, else the newest checkpoint).
+async fn starting_set(
+    store: &LiveSetStore,
+    args: &WorkerArgs,
+    loader: &Arc<ModelLoader>,
+) -> anyhow::Result<ModelSet> {
+    match store.read().await {
+        Ok(Some(promoted)) => {
+            let task_loader = Arc::clone(loader);
+            let task_set = promoted.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                task_loader
+                    .load(&task_set, None)
+                    .map_err(anyhow::Error::from)
+            })
+            .await?;
+            match loaded {
+                Ok(set) => {
+                    tracing::info!(
+                        models = %specs::Display(&promoted),
+                        "serving the set promoted through Redis (it wins over RECSYS_MODELS)"
+                    );
+                    return Ok(set);
+                }
+                Err(e) => tracing::error!(
+                    models = %specs::Display(&promoted),
+                    error = format!("{e:#}"),
+                    "the promoted set does not load here; serving the configured one"
+                ),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot read the promoted set from Redis; serving the configured one"
+        ),
+    }
+    let loader = Arc::clone(loader);
+    let model = args.model.clone();
+    let catalogue = args.catalogue.clone();
+    tokio::task::spawn_blocking(move || {
+        initial_set(&model, &catalogue, &loader).map_err(anyhow::Error::from)
+    })
+    .await?
+}
+
 /// Runs `movierec worker`.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let choice = choose_model(args.catalogue.version, &args.model)?;
-    let loaded = load_model(&choice, &args.catalogue)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -88,8 +138,17 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
-        let runner = start_runner(loaded.scorer, &args.worker, Some(metrics))?;
         let queue = RedisQueue::connect(redis_config(&args.queue))?;
+        let store = LiveSetStore::new(&queue);
+        let loader = Arc::new(ModelLoader::new(
+            &args.model.checkpoints.checkpoint_root,
+            &args.worker,
+            Some(metrics.clone()),
+        ));
+        let live = LiveModels::new(starting_set(&store, &args, &loader).await?);
+        let runner = JobRunner::new(live.clone(), Some(metrics));
+        let shutdown = shutdown_signal();
+        let follower = tokio::spawn(follow_promotions(store, live, loader, shutdown.clone()));
         let name = args.name.clone().unwrap_or_else(|| {
             let tag = uuid::Uuid::new_v4().simple().to_string();
             format!("movierec-{}-{}", std::process::id(), &tag[..8])
@@ -99,9 +158,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             concurrency: args.worker.concurrency.max(1),
             fetch_batch: args.worker.batch_size.max(1),
             max_attempts: args.worker.max_attempts.max(1),
-            serving: loaded.serving,
         };
-        run_redis_worker(queue, runner, config, shutdown_signal()).await;
+        run_redis_worker(queue, runner, config, shutdown).await;
+        follower.abort();
         if let Some(handle) = metrics_server {
             handle.stop(true).await;
         }

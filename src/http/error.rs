@@ -77,6 +77,9 @@ pub enum ApiError {
         "missing or wrong credentials: send `Authorization: Bearer <secret>`, or sign in on the page"
     )]
     Unauthorized,
+    /// The route is switched off by the server's settings; the message says which.
+    #[error("{0}")]
+    Forbidden(String),
     /// Too many jobs are waiting.
     #[error("the queue is full; retry in {} s", retry_after.as_secs().max(1))]
     QueueFull { retry_after: Duration },
@@ -116,6 +119,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::QueueFull { .. } => "queue_full",
             Self::TooManyConnections { .. } => "too_many_connections",
             Self::Unavailable { .. } => "unavailable",
@@ -142,6 +146,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } | Self::TooManyConnections { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -44,6 +44,7 @@ use crate::config::{
 };
 use crate::queue::JobQueue;
 use crate::recommend::ModelInfo;
+use crate::registry::control::ModelControl;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -94,10 +95,10 @@ pub struct AppState {
     pub model: Option<ModelInfo>,
     /// Where `/health/ready` learns whether the model side is ready.
     pub readiness: ModelReadiness,
-    /// Where `GET /models` lists the checkpoints (`None`: only the served one).
+    /// Where `GET /models` lists the checkpoints.
     pub checkpoint_root: Option<PathBuf>,
-    /// The checkpoint directory this service answers with, if any.
-    pub served_checkpoint: Option<PathBuf>,
+    /// Which models are live, and promotions (here or on the Redis workers).
+    pub control: Arc<dyn ModelControl>,
 }
 
 /// The parts an [`Application`] is built from (so `serve`, `serve --embedded` and tests can pick
@@ -112,8 +113,8 @@ pub struct AppDeps {
     pub readiness: ModelReadiness,
     /// Where `GET /models` lists the checkpoints.
     pub checkpoint_root: Option<PathBuf>,
-    /// The checkpoint directory served, if any (popularity has none).
-    pub served_checkpoint: Option<PathBuf>,
+    /// Which models are live, and promotions.
+    pub control: Arc<dyn ModelControl>,
 }
 
 /// A bound, not yet running API server.
@@ -153,7 +154,7 @@ impl Application {
             model: deps.model,
             readiness: deps.readiness,
             checkpoint_root: deps.checkpoint_root,
-            served_checkpoint: deps.served_checkpoint,
+            control: deps.control,
         });
         // actix's cap is per worker thread, and stops accepting (the backlog holds the rest);
         // it is set to the cap plus the reserve on which requests answer 503.

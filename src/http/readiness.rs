@@ -7,12 +7,14 @@ use utoipa::ToSchema;
 
 use crate::queue::{QueueError, WorkerPresence, WorkerRegistry};
 use crate::recommend::{ModelSource, Serving};
+use crate::worker::LiveModels;
 
 /// Where the API learns what serves.
 #[derive(Clone)]
 pub enum ModelReadiness {
-    /// This process serves (`serve --embedded`): what it loaded.
-    Local(Serving),
+    /// This process serves (`serve --embedded`): the models it serves now (its main one
+    /// answers for readiness).
+    Local(LiveModels),
     /// Workers elsewhere announce themselves in Redis. With `allow_fallback`
     /// (`--allow-popularity-fallback` given to the API) a popularity fallback counts as ready.
     Workers {
@@ -56,9 +58,9 @@ impl ModelReadiness {
     /// The processes that serve now.
     pub async fn workers(&self) -> Result<Vec<WorkerView>, QueueError> {
         match self {
-            Self::Local(serving) => Ok(vec![WorkerView::new(
+            Self::Local(live) => Ok(vec![WorkerView::new(
                 "embedded".into(),
-                serving,
+                &live.current().main_arm().serving,
                 false,
                 None,
             )]),
@@ -74,6 +76,7 @@ impl ModelReadiness {
                          name,
                          serving,
                          jobs_done,
+                         ..
                      }| {
                         WorkerView::new(name, &serving, *allow_fallback, Some(jobs_done))
                     },

@@ -59,7 +59,15 @@ pub struct CheckpointConfig {
     pub metrics: serde_json::Value,
     /// Seconds since the Unix epoch when the run started.
     pub created_at: u64,
+    /// The git commit of the build that trained it, when the build knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
+
+/// The git commit this binary was built from (set by `build.rs` from `git rev-parse HEAD`, or
+/// by the `MOVIEREC_COMMIT` environment variable of the build, e.g. in an image built without
+/// `.git`).
+pub const BUILD_COMMIT: Option<&str> = option_env!("MOVIEREC_COMMIT");
 
 impl CheckpointConfig {
     /// Reads `dir/config.json`.
@@ -106,6 +114,49 @@ fn read_config_json<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T, Mod
         source,
     })?;
     serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })
+}
+
+/// Records what `movierec evaluate` measured (full ranking) in `dir/config.json`, whatever the
+/// checkpoint's kind: `metrics.valid`, `metrics.test` and `metrics.evaluated_at` (seconds since
+/// the Unix epoch); the rest of the file is kept as it is. The registry (`movierec models list`,
+/// `GET /models`) shows them.
+pub fn record_evaluation(
+    dir: &Path,
+    valid: &impl serde::Serialize,
+    test: &impl serde::Serialize,
+    evaluated_at: u64,
+) -> Result<(), ModelError> {
+    let path = dir.join(CONFIG_FILE);
+    let json_error = |source| ModelError::Json {
+        path: path.clone(),
+        source,
+    };
+    let mut config: serde_json::Value = read_config_json(dir)?;
+    let Some(fields) = config.as_object_mut() else {
+        return Err(ModelError::Invalid(format!(
+            "{}: not a JSON object",
+            path.display()
+        )));
+    };
+    let metrics = fields
+        .entry("metrics")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if !metrics.is_object() {
+        *metrics = serde_json::Value::Object(Default::default());
+    }
+    if let Some(m) = metrics.as_object_mut() {
+        m.insert(
+            "valid".into(),
+            serde_json::to_value(valid).map_err(json_error)?,
+        );
+        m.insert(
+            "test".into(),
+            serde_json::to_value(test).map_err(json_error)?,
+        );
+        m.insert("evaluated_at".into(), evaluated_at.into());
+    }
+    let text = serde_json::to_string_pretty(&config).map_err(json_error)?;
+    write_atomically(&path, text.as_bytes())
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees half

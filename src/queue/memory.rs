@@ -10,7 +10,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
-use super::{JobId, JobOutput, JobQueue, JobState, JobStatus, QueueError, RecommendJob};
+use super::{JobId, JobOutput, JobQueue, JobState, JobStatus, QueueError, RecommendJob, Route};
 use crate::recommend::RecommendRequest;
 
 /// A job handed to the in-process worker.
@@ -127,7 +127,7 @@ impl MemoryQueue {
         state.finished.retain(|id| jobs.contains_key(id));
     }
 
-    fn enqueue_now(&self, request: RecommendRequest) -> Result<JobId, QueueError> {
+    fn enqueue_now(&self, request: RecommendRequest, route: Route) -> Result<JobId, QueueError> {
         let id = JobId::mint();
         {
             let mut state = self.lock();
@@ -151,7 +151,7 @@ impl MemoryQueue {
         }
         let job = MemoryJob {
             id: id.clone(),
-            job: RecommendJob::new(request),
+            job: RecommendJob::new(request, route),
         };
         if self.inner.tx.send(job).is_err() {
             let mut state = self.lock();
@@ -183,8 +183,12 @@ impl MemoryQueue {
 }
 
 impl JobQueue for MemoryQueue {
-    fn enqueue(&self, request: RecommendRequest) -> BoxFuture<'_, Result<JobId, QueueError>> {
-        let res = self.enqueue_now(request);
+    fn enqueue(
+        &self,
+        request: RecommendRequest,
+        route: Route,
+    ) -> BoxFuture<'_, Result<JobId, QueueError>> {
+        let res = self.enqueue_now(request, route);
         async move { res }.boxed()
     }
 
@@ -241,6 +245,7 @@ impl JobQueue for MemoryQueue {
 mod tests {
     use super::*;
     use crate::recommend::{ModelInfo, Recommendation};
+    use crate::worker::ChosenBy;
 
     fn req() -> RecommendRequest {
         RecommendRequest {
@@ -264,6 +269,7 @@ mod tests {
                 items: 0,
                 max_len: 0,
             },
+            chosen_by: ChosenBy::Split,
         }
     }
 
@@ -272,11 +278,11 @@ mod tests {
         let q = MemoryQueue::new(2, Duration::from_secs(60), 100);
         let mut rx = q.take_receiver().unwrap();
         assert!(q.take_receiver().is_none());
-        let a = q.enqueue(req()).await.unwrap();
-        let _b = q.enqueue(req()).await.unwrap();
+        let a = q.enqueue(req(), Route::default()).await.unwrap();
+        let _b = q.enqueue(req(), Route::default()).await.unwrap();
         assert_eq!(q.depth().await.unwrap(), 2);
         assert!(matches!(
-            q.enqueue(req()).await,
+            q.enqueue(req(), Route::default()).await,
             Err(QueueError::Full { depth: 2, .. })
         ));
         let got = rx.recv().await.unwrap();
@@ -303,7 +309,7 @@ mod tests {
     async fn wait_times_out_on_a_queued_job() {
         let q = MemoryQueue::new(10, Duration::from_secs(60), 100);
         let _rx = q.take_receiver();
-        let a = q.enqueue(req()).await.unwrap();
+        let a = q.enqueue(req(), Route::default()).await.unwrap();
         let t = Instant::now();
         let seen = q
             .wait(&a, Duration::from_millis(50))
@@ -318,7 +324,7 @@ mod tests {
     async fn results_expire_after_their_ttl() {
         let q = MemoryQueue::new(10, Duration::from_secs(60), 100);
         let _rx = q.take_receiver();
-        let a = q.enqueue(req()).await.unwrap();
+        let a = q.enqueue(req(), Route::default()).await.unwrap();
         q.mark_running(&a);
         q.finish(&a, Err("bad".into()));
         assert_eq!(q.status(&a).await.unwrap().unwrap().state, JobState::Failed);
@@ -334,7 +340,7 @@ mod tests {
         let _rx = q.take_receiver();
         let mut ids = Vec::new();
         for _ in 0..5 {
-            let id = q.enqueue(req()).await.unwrap();
+            let id = q.enqueue(req(), Route::default()).await.unwrap();
             q.mark_running(&id);
             q.finish(&id, Ok(output()));
             ids.push(id);
@@ -353,7 +359,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut admitted = 0;
                     for _ in 0..4 {
-                        if q.enqueue(req()).await.is_ok() {
+                        if q.enqueue(req(), Route::default()).await.is_ok() {
                             admitted += 1;
                         }
                     }

@@ -1,8 +1,9 @@
 //! The recommendation job queue: job and result types, the [`JobQueue`] trait the HTTP layer and
 //! the workers share, and its two backends: Redis through apalis-redis ([`RedisQueue`]) and an
-//! in-process queue for the embedded mode ([`MemoryQueue`]); and the [`WorkerRegistry`] where
-//! Redis workers announce what they serve.
+//! in-process queue for the embedded mode ([`MemoryQueue`]); the [`WorkerRegistry`] where
+//! Redis workers announce what they serve; and the promoted set of models ([`LiveSetStore`]).
 
+mod live_set;
 mod memory;
 mod redis;
 mod stored;
@@ -14,8 +15,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use self::redis::{RedisQueue, RedisQueueConfig, WAIT_SAFETY_NET, WaitCounts, WaitHook};
+pub use live_set::LiveSetStore;
 pub use memory::{MemoryJob, MemoryQueue};
-pub use types::{JobId, JobOutput, JobState, JobStatus, RecommendJob};
+pub use types::{JobId, JobOutput, JobState, JobStatus, RecommendJob, Route};
 pub use workers::{WorkerPresence, WorkerRegistry};
 
 use crate::recommend::RecommendRequest;
@@ -41,7 +43,11 @@ pub enum QueueError {
 /// [`QueueError::Unavailable`], never a hang.
 pub trait JobQueue: Send + Sync + 'static {
     /// Mints a job id, stores the job and makes it visible to workers.
-    fn enqueue(&self, request: RecommendRequest) -> BoxFuture<'_, Result<JobId, QueueError>>;
+    fn enqueue(
+        &self,
+        request: RecommendRequest,
+        route: Route,
+    ) -> BoxFuture<'_, Result<JobId, QueueError>>;
 
     /// The job's state; `None` when the id is unknown or its result has expired.
     fn status<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<JobStatus>, QueueError>>;

@@ -24,7 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 
 use super::types::now_ms;
-use super::{JobId, JobOutput, JobQueue, JobState, JobStatus, QueueError, RecommendJob};
+use super::{JobId, JobOutput, JobQueue, JobState, JobStatus, QueueError, RecommendJob, Route};
 use crate::recommend::RecommendRequest;
 
 /// apalis retries a failed task at most this many times before it declares it dead (hard-coded
@@ -463,10 +463,14 @@ async fn listen_for_finished(client: redis::Client, channels: Vec<String>, waite
 }
 
 impl JobQueue for RedisQueue {
-    fn enqueue(&self, request: RecommendRequest) -> BoxFuture<'_, Result<JobId, QueueError>> {
+    fn enqueue(
+        &self,
+        request: RecommendRequest,
+        route: Route,
+    ) -> BoxFuture<'_, Result<JobId, QueueError>> {
         async move {
             let id = JobId::mint();
-            let data = serde_json::to_vec(&RecommendJob::new(request))
+            let data = serde_json::to_vec(&RecommendJob::new(request, route))
                 .map_err(|e| QueueError::Corrupt(format!("job payload: {e}")))?;
             let mut conn = self.conn.clone();
             let script = Arc::clone(&self.scripts);

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{JobOutput, QueueError};
 use crate::recommend::{ModelInfo, Recommendation, ScoredMovie};
+use crate::worker::ChosenBy;
 
 /// Architecture, dataset, checkpoint, items, max_len.
 type ModelTuple = (String, String, String, usize, usize);
@@ -24,6 +25,9 @@ struct Stored {
     fallback: bool,
     #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
     model: Option<ModelTuple>,
+    /// True when the request named the model (false: the split chose it).
+    #[serde(rename = "r", default, skip_serializing_if = "std::ops::Not::not")]
+    requested: bool,
 }
 
 /// A final outcome in its stored form.
@@ -45,6 +49,7 @@ pub(super) fn encode(outcome: &Result<JobOutput, String>) -> Result<String, Queu
                     m.items,
                     m.max_len,
                 )),
+                requested: out.chosen_by == ChosenBy::Request,
             }
         }
         Err(e) => Stored {
@@ -90,6 +95,11 @@ pub(super) fn decode(raw: &str) -> Result<Result<JobOutput, String>, QueueError>
             items,
             max_len,
         },
+        chosen_by: if s.requested {
+            ChosenBy::Request
+        } else {
+            ChosenBy::Split
+        },
     }))
 }
 
@@ -116,6 +126,7 @@ mod tests {
                 items: 1682,
                 max_len: 200,
             },
+            chosen_by: ChosenBy::Request,
         }
     }
 

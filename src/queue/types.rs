@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::recommend::{ModelInfo, RecommendRequest, Recommendation};
+use crate::worker::ChosenBy;
 
 /// A job id, minted by the API (a UUID v4 in its hyphenated form).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,20 +38,36 @@ impl fmt::Display for JobId {
     }
 }
 
+/// Which model answers a job: the one it names, else the weighted split (by its user key when it
+/// has one). Both default to none, so jobs of earlier releases still read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The model the request named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Who asks, so that one user always gets the same arm of the split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_key: Option<String>,
+}
+
 /// The payload stored in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecommendJob {
     /// What to recommend.
     pub request: RecommendRequest,
+    /// Which model answers.
+    #[serde(default)]
+    pub route: Route,
     /// When the API accepted it (Unix milliseconds), for end-to-end job latency.
     pub enqueued_at_ms: u64,
 }
 
 impl RecommendJob {
-    /// Wraps a request, stamped with the current time.
-    pub fn new(request: RecommendRequest) -> Self {
+    /// Wraps a request and its route, stamped with the current time.
+    pub fn new(request: RecommendRequest, route: Route) -> Self {
         Self {
             request,
+            route,
             enqueued_at_ms: now_ms(),
         }
     }
@@ -69,12 +86,15 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// What a finished job stores: the recommendation and the model that made it.
+/// What a finished job stores: the recommendation, the model that made it, and how that model
+/// was chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobOutput {
     #[serde(flatten)]
     pub recommendation: Recommendation,
     pub model: ModelInfo,
+    #[serde(default)]
+    pub chosen_by: ChosenBy,
 }
 
 /// Where a job stands.
@@ -176,8 +196,10 @@ mod tests {
                 items: 10,
                 max_len: 0,
             },
+            chosen_by: ChosenBy::Request,
         };
         let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(v["chosen_by"], "request");
         assert_eq!(v["items"][0]["movie_id"], 3);
         assert_eq!(v["unknown_ids"][0], 9);
         assert_eq!(v["model"]["architecture"], "popularity");

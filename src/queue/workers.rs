@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::types::now_ms;
 use super::{QueueError, RedisQueue};
 use crate::recommend::Serving;
+use crate::registry::specs::ModelSpec;
 
 /// Names not refreshed for this many key lifetimes leave the index.
 const PRUNE_AFTER_LIFETIMES: u32 = 10;
@@ -30,6 +31,12 @@ pub struct WorkerPresence {
     /// every worker takes its share).
     #[serde(default)]
     pub jobs_done: u64,
+    /// The models it serves and their weights.
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+    /// Why the last promotion could not be loaded here (it serves `models` meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_error: Option<String>,
 }
 
 impl WorkerPresence {

@@ -45,6 +45,16 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// How requests and `GET /models` name it: its checkpoint directory's name, or the
+    /// architecture when no checkpoint is behind it (popularity).
+    pub fn name(&self) -> &str {
+        if self.checkpoint.is_empty() {
+            &self.architecture
+        } else {
+            &self.checkpoint
+        }
+    }
+
     /// The popularity model of `dataset` over `items` movies (no checkpoint behind it).
     pub fn popularity(dataset: &str, items: usize) -> Self {
         Self {

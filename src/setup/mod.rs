@@ -3,28 +3,36 @@
 //! - [`model`]: which model serves ([`choose_model`]: the checkpoint given, else the newest of
 //!   the release, else popularity) and loading it ([`load_model`]), with what it serves and
 //!   whether that makes the service ready ([`Serving`](crate::recommend::Serving));
-//! - [`runner`]: the batcher and job runner around a loaded model, the Redis queue's settings,
-//!   and the in-process queue with its worker;
+//! - [`live`]: the set of models served at once (`RECSYS_MODELS`), each on its own batcher;
+//! - [`control`]: what is live and promoting a model, in this process or through Redis, and
+//!   the Redis worker's side of a promotion;
+//! - [`runner`]: the Redis queue's settings, and the in-process queue with its worker;
 //! - [`env_file`]: the `.env` file, whose malformed lines are errors.
 //!
 //! The commands only parse flags and call these.
 
+pub mod control;
 pub mod env_file;
+pub mod live;
 pub mod model;
 pub mod runner;
 
 use std::path::PathBuf;
 
+pub use control::{LocalControl, RedisControl, follow_promotions};
 pub use env_file::{EnvFileError, load_env_file};
+pub use live::{ModelLoader, configured_specs, initial_set};
 pub use model::{
     LoadedModel, ModelChoice, choose_model, describe_model, find_checkpoint, load_checkpoint,
     load_model,
 };
-pub use runner::{EmbeddedWorker, redis_config, start_runner};
+pub use runner::{EmbeddedWorker, redis_config};
 
 use crate::catalogue::CatalogueError;
 use crate::model::ModelError;
 use crate::recommend::RecommendError;
+use crate::registry::specs::SpecError;
+use crate::worker::ModelSetError;
 
 /// Why a serving process could not be set up. Each message ends with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +70,21 @@ pub enum SetupError {
     /// The in-process queue had no receiver left for its worker (a bug, not a setting).
     #[error("the in-process queue's receiver was already taken: report this as a bug")]
     QueueReceiver,
+    /// `RECSYS_MODELS` (or a promotion) is malformed.
+    #[error("RECSYS_MODELS: {0}")]
+    Models(#[from] SpecError),
+    /// The models named do not make a set.
+    #[error("RECSYS_MODELS: {0}")]
+    ModelSet(#[from] ModelSetError),
+    /// A model name that is no checkpoint under the root.
+    #[error(
+        "no model `{name}` under {}: `movierec models list` shows the names",
+        .root.display()
+    )]
+    UnknownModel { name: String, root: PathBuf },
+    /// Both `--checkpoint` and `--models` were given.
+    #[error("give either --checkpoint (RECSYS_CHECKPOINT) or --models (RECSYS_MODELS), not both")]
+    ModelsAndCheckpoint,
     /// The model thread could not be started.
     #[error("cannot start the model thread (is the process out of threads or memory?)")]
     ModelThread(#[source] std::io::Error),

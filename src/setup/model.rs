@@ -168,6 +168,7 @@ mod tests {
     fn settings(root: &Path, checkpoint: Option<PathBuf>, allow: bool) -> ModelSettings {
         ModelSettings {
             checkpoint,
+            models: None,
             checkpoints: CheckpointSettings {
                 checkpoint_root: root.to_path_buf(),
             },
@@ -221,6 +222,7 @@ mod tests {
             best_epoch: 1,
             metrics: serde_json::Value::Null,
             created_at,
+            commit: None,
         }
         .write(&dir)
         .unwrap();

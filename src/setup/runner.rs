@@ -1,5 +1,5 @@
-//! The machinery around a loaded model: one batcher (the model thread) and the job runner over
-//! it, the Redis queue's settings, and the in-process queue with its worker for `--embedded`.
+//! The machinery around the served models: the batching settings, the Redis queue's settings,
+//! and the in-process queue with its worker for `--embedded`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,22 +10,10 @@ use tokio::task::JoinHandle;
 use super::SetupError;
 use crate::config::{QueueSettings, WorkerSettings};
 use crate::queue::{JobQueue, MemoryQueue, RedisQueueConfig};
-use crate::worker::{BatchConfig, Batcher, JobRunner, Scorer, WorkerMetrics, run_memory_worker};
-
-/// Starts the model thread for `scorer` with the batching of `settings`, and the job runner
-/// that feeds it. Both queues' workers run jobs through the runner.
-pub fn start_runner(
-    scorer: Arc<dyn Scorer>,
-    settings: &WorkerSettings,
-    metrics: Option<WorkerMetrics>,
-) -> Result<JobRunner, SetupError> {
-    let batcher = Batcher::start(scorer, batch_config(settings), metrics.clone())
-        .map_err(SetupError::ModelThread)?;
-    Ok(JobRunner::new(batcher, metrics))
-}
+use crate::worker::{BatchConfig, JobRunner, run_memory_worker};
 
 /// The batcher settings of `settings`.
-fn batch_config(settings: &WorkerSettings) -> BatchConfig {
+pub(super) fn batch_config(settings: &WorkerSettings) -> BatchConfig {
     BatchConfig {
         max_batch: settings.batch_size.max(1),
         max_wait: Duration::from_micros(settings.batch_wait_us),

@@ -406,7 +406,7 @@ pub fn train_baseline(opts: &BaselineTrainOptions) -> Result<BaselineTrainReport
                 .collect::<Vec<_>>(),
         }),
         created_at,
-        commit: option_env!("MOVIEREC_COMMIT").map(str::to_string),
+        commit: crate::model::checkpoint::BUILD_COMMIT.map(str::to_string),
     };
     let dir = RunDir::create(
         &opts.checkpoint_root,

@@ -23,7 +23,7 @@ use super::sampler::Sampler;
 use super::step::TrainStep;
 use super::{TrainError, TrainOptions, TrainReport};
 use crate::catalogue::Catalogue;
-use crate::model::checkpoint::{self, CheckpointConfig, WEIGHTS_FILE};
+use crate::model::checkpoint::{self, BUILD_COMMIT, CheckpointConfig, WEIGHTS_FILE};
 use crate::model::{ITEM_EMBEDDINGS, ModelConfig, SeqModel, reinitialise};
 
 /// Trains on the catalogue `<database_root>/<dataset>.db`.
@@ -278,6 +278,7 @@ fn start_model(
         best_epoch: 0,
         metrics: serde_json::Value::Null,
         created_at,
+        commit: BUILD_COMMIT.map(str::to_string),
     };
     Ok(ModelStart {
         cfg,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
+use prometheus::Histogram;
 use tokio::sync::oneshot;
 
 use super::{Scorer, ScorerError, WorkerMetrics};
@@ -46,17 +47,22 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the model thread.
+    /// Starts the model thread; its metrics carry the label `model="{name}"`.
     pub fn start(
         scorer: Arc<dyn Scorer>,
         config: BatchConfig,
         metrics: Option<WorkerMetrics>,
+        name: &str,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Pending>();
         let info = scorer.info();
+        let observe = metrics.map(|m| BatchMetrics {
+            size: m.batch_size.with_label_values(&[name]),
+            seconds: m.batch_seconds.with_label_values(&[name]),
+        });
         std::thread::Builder::new()
             .name("movierec-model".into())
-            .spawn(move || model_loop(scorer.as_ref(), &rx, config, metrics.as_ref()))?;
+            .spawn(move || model_loop(scorer.as_ref(), &rx, config, observe.as_ref()))?;
         Ok(Self { tx, info })
     }
 
@@ -80,11 +86,17 @@ impl Batcher {
     }
 }
 
+/// The batch histograms of one model.
+struct BatchMetrics {
+    size: Histogram,
+    seconds: Histogram,
+}
+
 fn model_loop(
     scorer: &dyn Scorer,
     rx: &mpsc::Receiver<Pending>,
     config: BatchConfig,
-    metrics: Option<&WorkerMetrics>,
+    metrics: Option<&BatchMetrics>,
 ) {
     let max_batch = config.max_batch.max(1);
     while let Ok(first) = rx.recv() {
@@ -118,8 +130,8 @@ fn model_loop(
         let requests: Vec<RecommendRequest> = batch.iter().map(|p| p.request.clone()).collect();
         let answers = score(scorer, &requests);
         if let Some(m) = metrics {
-            m.batch_size.observe(batch.len() as f64);
-            m.batch_seconds.observe(started.elapsed().as_secs_f64());
+            m.size.observe(batch.len() as f64);
+            m.seconds.observe(started.elapsed().as_secs_f64());
         }
         match answers {
             Ok(recs) => {
@@ -226,6 +238,7 @@ mod tests {
                 delay: Duration::ZERO,
             },
             None,
+            "probe",
         )
         .unwrap();
         let mut handles = vec![];

@@ -1,8 +1,9 @@
-//! Running one job: check its input, score it through the batcher, package the output.
+//! Running one job: check its input, route it to one of the live models, score it through that
+//! model's batcher, package the output.
 
 use std::time::Duration;
 
-use super::{Batcher, ScorerError, WorkerMetrics};
+use super::{LiveModels, ScorerError, WorkerMetrics};
 use crate::queue::{JobOutput, RecommendJob};
 
 /// Largest k a worker accepts whatever the API allows (a guard against hand-pushed jobs).
@@ -19,30 +20,47 @@ pub enum JobError {
     Transient(String),
 }
 
-/// Runs jobs against the model; shared by the Redis and the in-process workers.
+/// Runs jobs against the live models; shared by the Redis and the in-process workers.
 #[derive(Clone)]
 pub struct JobRunner {
-    batcher: Batcher,
+    live: LiveModels,
     metrics: Option<WorkerMetrics>,
 }
 
 impl JobRunner {
-    /// A runner over a started batcher.
-    pub fn new(batcher: Batcher, metrics: Option<WorkerMetrics>) -> Self {
-        Self { batcher, metrics }
+    /// A runner over the models `live` serves (now and after every swap).
+    pub fn new(live: LiveModels, metrics: Option<WorkerMetrics>) -> Self {
+        Self { live, metrics }
     }
 
-    /// Scores one job.
+    /// The models it serves.
+    pub fn live(&self) -> &LiveModels {
+        &self.live
+    }
+
+    /// Scores one job on the model its route picks. The job holds the set it started on, so a
+    /// swap meanwhile does not move it.
     pub async fn run(&self, job: &RecommendJob) -> Result<JobOutput, JobError> {
-        check(job)?;
-        let result = self.batcher.recommend(job.request.clone()).await;
-        let outcome = match result {
-            Ok(recommendation) => Ok(JobOutput {
-                recommendation,
-                model: self.batcher.info().clone(),
-            }),
-            Err(ScorerError::BadInput(e)) => Err(JobError::BadInput(e)),
-            Err(ScorerError::Internal(e)) => Err(JobError::Transient(e)),
+        let set = self.live.current();
+        let picked = check(job).and_then(|()| {
+            set.pick(&job.route)
+                .map_err(|e| JobError::BadInput(e.to_string()))
+        });
+        let (name, outcome) = match picked {
+            Ok((arm, chosen_by)) => {
+                let result = arm.batcher.recommend(job.request.clone()).await;
+                let outcome = match result {
+                    Ok(recommendation) => Ok(JobOutput {
+                        recommendation,
+                        model: arm.batcher.info().clone(),
+                        chosen_by,
+                    }),
+                    Err(ScorerError::BadInput(e)) => Err(JobError::BadInput(e)),
+                    Err(ScorerError::Internal(e)) => Err(JobError::Transient(e)),
+                };
+                (arm.name.as_str(), outcome)
+            }
+            Err(e) => (job.route.model.as_deref().unwrap_or(""), Err(e)),
         };
         if let Some(m) = &self.metrics {
             let label = match &outcome {
@@ -50,9 +68,12 @@ impl JobRunner {
                 Err(JobError::BadInput(_)) => "failed",
                 Err(JobError::Transient(_)) => "retry",
             };
-            m.jobs.with_label_values(&[label]).inc();
+            // A name nobody serves is not a label: it would let callers grow the series.
+            let model = if set.get(name).is_some() { name } else { "" };
+            m.jobs.with_label_values(&[model, label]).inc();
             if outcome.is_ok() {
                 m.job_latency
+                    .with_label_values(&[model])
                     .observe(Duration::from_millis(job.age_ms()).as_secs_f64());
             }
         }
@@ -84,11 +105,14 @@ mod tests {
 
     #[test]
     fn structural_checks() {
-        let ok = RecommendJob::new(RecommendRequest {
-            sequence: vec![1],
-            avoided: vec![2],
-            k: 5,
-        });
+        let ok = RecommendJob::new(
+            RecommendRequest {
+                sequence: vec![1],
+                avoided: vec![2],
+                k: 5,
+            },
+            crate::queue::Route::default(),
+        );
         assert!(check(&ok).is_ok());
         let mut zero_k = ok.clone();
         zero_k.request.k = 0;

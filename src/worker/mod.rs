@@ -1,12 +1,14 @@
-//! The worker side: the [`Scorer`] the model sits behind, the dynamic [`Batcher`] that feeds it
-//! from one model thread, the job runner shared by both queues, and the loops that consume the
-//! Redis queue (apalis) and the in-process queue.
+//! The worker side: the [`Scorer`] a model sits behind, the dynamic [`Batcher`] that feeds it
+//! from one model thread, the [`ModelSet`] of models served at once with its weighted split, the
+//! job runner shared by both queues, and the loops that consume the Redis queue (apalis) and the
+//! in-process queue.
 
 mod batcher;
 mod checkpoint;
 mod job;
 mod memory;
 mod metrics;
+mod model_set;
 mod popularity;
 mod redis;
 mod wake;
@@ -16,6 +18,7 @@ pub use batcher::{BatchConfig, Batcher};
 pub use job::{JobError, JobRunner};
 pub use memory::run_memory_worker;
 pub use metrics::WorkerMetrics;
+pub use model_set::{Arm, ChosenBy, LiveModels, ModelSet, ModelSetError, RouteError, key_point};
 pub use popularity::PopularityScorer;
 
 use crate::recommend::{ModelInfo, RecommendRequest, Recommendation};

@@ -12,8 +12,9 @@
 //! - A backend error (Redis outage) stops the apalis worker; this loop starts a fresh one, under
 //!   a new name, once Redis answers again.
 //! - On shutdown the worker stops fetching, finishes its in-flight jobs and acknowledges them.
-//! - Every heartbeat it announces what it serves in the [`WorkerRegistry`] (so the API can say
-//!   whether the service is ready), and withdraws that when it stops.
+//! - Every heartbeat, and at once after a promotion, it announces what it serves in the
+//!   [`WorkerRegistry`] (so the API can say whether the service is ready and which models are
+//!   live), and withdraws that when it stops.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,9 +29,8 @@ use futures::channel::mpsc;
 use tokio::sync::{Notify, watch};
 
 use super::wake::{CountedConnection, WakeStrategy};
-use super::{JobError, JobRunner};
+use super::{JobError, JobRunner, LiveModels};
 use crate::queue::{JobOutput, RecommendJob, RedisQueue, WorkerPresence, WorkerRegistry};
-use crate::recommend::Serving;
 
 /// Heartbeats an announcement outlives its last refresh (as apalis presumes a worker dead after
 /// three missed heartbeats).
@@ -50,8 +50,6 @@ pub struct RedisWorkerConfig {
     pub fetch_batch: usize,
     /// Attempts a job with a transient error gets before it fails for good.
     pub max_attempts: u32,
-    /// What it serves, announced in the [`WorkerRegistry`].
-    pub serving: Serving,
 }
 
 #[derive(Clone)]
@@ -139,11 +137,8 @@ pub async fn run_redis_worker(
     let jobs_done = Arc::new(AtomicU64::new(0));
     let presence = tokio::spawn(presence_loop(
         WorkerRegistry::new(&queue),
-        WorkerPresence {
-            name: config.name.clone(),
-            serving: config.serving.clone(),
-            jobs_done: 0,
-        },
+        config.name.clone(),
+        runner.live().clone(),
         jobs_done.clone(),
         queue.config().heartbeat,
         shutdown.clone(),
@@ -204,11 +199,25 @@ pub async fn run_redis_worker(
     tracing::info!("worker drained");
 }
 
-/// Announces `presence` every `heartbeat` until shutdown, then withdraws it, so that the API
-/// stops counting this worker as soon as it stops taking jobs.
+/// What this worker serves now, as it announces it.
+fn presence(name: &str, live: &LiveModels, jobs_done: &AtomicU64) -> WorkerPresence {
+    let set = live.current();
+    WorkerPresence {
+        name: name.to_owned(),
+        serving: set.main_arm().serving.clone(),
+        jobs_done: jobs_done.load(Ordering::Relaxed),
+        models: set.specs(),
+        model_error: live.error(),
+    }
+}
+
+/// Announces what this worker serves every `heartbeat`, and at once after a promotion, until
+/// shutdown, then withdraws it, so that the API stops counting this worker as soon as it stops
+/// taking jobs.
 async fn presence_loop(
     registry: WorkerRegistry,
-    mut presence: WorkerPresence,
+    name: String,
+    live: LiveModels,
     jobs_done: Arc<AtomicU64>,
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -216,7 +225,7 @@ async fn presence_loop(
     let lifetime = heartbeat * PRESENCE_HEARTBEATS;
     let mut failing = false;
     loop {
-        presence.jobs_done = jobs_done.load(Ordering::Relaxed);
+        let presence = presence(&name, &live, &jobs_done);
         match registry.announce(&presence, lifetime).await {
             Ok(()) if failing => {
                 tracing::info!("worker presence announced again");
@@ -229,14 +238,13 @@ async fn presence_loop(
             }
             Err(_) => {}
         }
-        if tokio::time::timeout(heartbeat, shutdown.wait_for(|s| *s))
-            .await
-            .is_ok()
-        {
-            break;
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            () = live.changed() => {},
+            () = tokio::time::sleep(heartbeat) => {},
         }
     }
-    if let Err(e) = registry.withdraw(&presence.name).await {
+    if let Err(e) = registry.withdraw(&name).await {
         tracing::debug!(error = %e, "could not withdraw the worker's presence; it expires");
     }
 }

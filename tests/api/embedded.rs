@@ -84,7 +84,7 @@ fn embedded_end_to_end_poll_wait_movies_health_metrics_openapi_and_sigterm() {
     assert!(metrics.contains("movierec_job_latency_seconds_bucket"));
     assert!(metrics.contains("movierec_queue_depth 0"));
     assert!(
-        metrics.contains(r#"movierec_jobs_total{outcome="done"} 3"#),
+        metrics.contains(r#"movierec_jobs_total{model="popularity",outcome="done"} 3"#),
         "{metrics}"
     );
 

@@ -388,6 +388,20 @@ impl Env {
         proc
     }
 
+    /// Runs `movierec <args>` to completion (a command that ends by itself); returns its
+    /// output.
+    pub fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_movierec"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// `movierec worker`.
     pub fn worker(&self, name: &str, extra: &[(&str, &str)]) -> Proc {
         let mut env: Vec<(&str, &str)> = vec![("RECSYS_WORKER_NAME", name)];
@@ -476,6 +490,11 @@ pub fn get(url: &str) -> Answer {
 /// Builds a tiny, untrained SASRec checkpoint over ml-100k's movies 1 to 20 in `<root>/tiny`:
 /// enough for a server to load a real checkpoint.
 pub fn tiny_checkpoint(root: &Path) -> PathBuf {
+    named_tiny_checkpoint(root, "tiny", 7)
+}
+
+/// [`tiny_checkpoint`] in `<root>/<name>`, its weights drawn with `seed`.
+pub fn named_tiny_checkpoint(root: &Path, name: &str, seed: u64) -> PathBuf {
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
     use movierec::config::MovieLensVersion;
@@ -494,8 +513,8 @@ pub fn tiny_checkpoint(root: &Path) -> PathBuf {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     SeqModel::load(vb, &cfg).unwrap();
-    reinitialise(&varmap, 7).unwrap();
-    let dir = root.join("tiny");
+    reinitialise(&varmap, seed).unwrap();
+    let dir = root.join(name);
     let config = CheckpointConfig {
         format: checkpoint::FORMAT,
         dataset: MovieLensVersion::Ml100k,
@@ -507,6 +526,7 @@ pub fn tiny_checkpoint(root: &Path) -> PathBuf {
         best_epoch: 1,
         metrics: Value::Null,
         created_at: 1,
+        commit: None,
     };
     checkpoint::save(&dir, &varmap, &config).unwrap();
     dir

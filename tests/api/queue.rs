@@ -287,8 +287,8 @@ fn the_worker_scores_concurrent_jobs_in_batches_larger_than_one() {
         assert_eq!(poll_until_finished(&base, id)["status"], "done");
     }
     let text = get_text(&format!("{}/metrics", worker.base()));
-    let scored = metric(&text, "movierec_batch_size_sum");
-    let passes = metric(&text, "movierec_batch_size_count");
+    let scored = metric(&text, r#"movierec_batch_size_sum{model="popularity"}"#);
+    let passes = metric(&text, r#"movierec_batch_size_count{model="popularity"}"#);
     assert_eq!(scored, JOBS as f64, "{text}");
     assert!(
         passes < scored,
@@ -350,6 +350,7 @@ fn finished_output(movie_id: i64) -> movierec::queue::JobOutput {
             items: 3,
             max_len: 0,
         },
+        chosen_by: movierec::worker::ChosenBy::Split,
     }
 }
 
@@ -381,7 +382,10 @@ fn a_job_finishing_between_the_status_read_and_the_sleep_still_wakes_its_waiter(
             avoided: vec![],
             k: 1,
         };
-        let id = waiter.enqueue(request).await.unwrap();
+        let id = waiter
+            .enqueue(request, movierec::queue::Route::default())
+            .await
+            .unwrap();
         // The hook runs after the waiter has read "queued" and before it sleeps: the worst
         // moment for the job to finish. Only the first time.
         let fired = Arc::new(AtomicBool::new(false));

@@ -286,7 +286,7 @@ fn three_workers_share_one_queue_and_a_thousand_jobs_complete_exactly_once() {
         let metrics = get_text(&format!("{}/metrics", worker.base()));
         let line = metrics
             .lines()
-            .find(|l| l.starts_with(r#"movierec_jobs_total{outcome="done"}"#))
+            .find(|l| l.starts_with(r#"movierec_jobs_total{model="popularity",outcome="done"}"#))
             .unwrap_or_else(|| panic!("{metrics}"));
         let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(n > 0, "{line}");

@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/movies/search", "GET").route(web::get().to(movies::search)))
         .service(resource("/movies/{movie_id}", "GET").route(web::get().to(movies::get_movie)))
         .service(resource("/models", "GET").route(web::get().to(models::list)))
+        .service(resource("/models/promote", "POST").route(web::post().to(models::promote)))
         .service(resource("/health", "GET").route(web::get().to(ops::health)))
         .service(resource("/health/live", "GET").route(web::get().to(ops::live)))
         .service(resource("/health/ready", "GET").route(web::get().to(ops::ready)))

@@ -12,8 +12,9 @@ use crate::http::auth::authorize;
 use crate::http::body::read_body;
 use crate::http::json_body::{BodyError, parse_object};
 use crate::http::{ApiError, AppState, Limits, MAX_BODY_BYTES, MAX_WAIT_MS};
-use crate::queue::{JobId, JobState, JobStatus};
+use crate::queue::{JobId, JobState, JobStatus, Route};
 use crate::recommend::{ModelInfo, RecommendRequest};
+use crate::registry::specs;
 
 /// The body of `POST /recommend`: parsed once into this struct, checked against the server's
 /// [`Limits`], and documented from it. The bounds written here are the defaults;
@@ -37,22 +38,51 @@ pub struct RecommendBody {
     #[schema(minimum = 1, maximum = 100)]
     #[serde(deserialize_with = "crate::http::whole_number::u64_field")]
     pub k: u64,
+    /// The model to answer, by name (`GET /models`); without it the weighted split picks one of
+    /// the live models.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9._-]+$")]
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Who asks (any stable id): the split gives one user the same model every time.
+    #[schema(min_length = 1, max_length = 256)]
+    #[serde(default)]
+    pub user_key: Option<String>,
 }
 
+/// Longest `user_key`, in characters.
+const MAX_USER_KEY_CHARS: usize = 256;
+
 impl RecommendBody {
-    /// Checks what the types cannot say (the limits, positive ids); names the field at fault.
-    pub fn validate(self, limits: &Limits) -> Result<RecommendRequest, ApiError> {
+    /// Checks what the types cannot say (the limits, positive ids, names); names the field at
+    /// fault.
+    pub fn validate(self, limits: &Limits) -> Result<(RecommendRequest, Route), ApiError> {
         check_ids("sequence", &self.sequence, limits.max_sequence)?;
         let avoided = self.avoided.unwrap_or_default();
         check_ids("avoided", &avoided, limits.max_avoided())?;
         if self.k == 0 || self.k > limits.max_k as u64 {
             return Err(k_error(limits));
         }
-        Ok(RecommendRequest {
+        if let Some(name) = &self.model {
+            specs::check_name(name).map_err(|e| ApiError::invalid("model", e.to_string()))?;
+        }
+        if let Some(key) = &self.user_key
+            && (key.is_empty() || key.chars().count() > MAX_USER_KEY_CHARS)
+        {
+            return Err(ApiError::invalid(
+                "user_key",
+                format!("user_key must be 1 to {MAX_USER_KEY_CHARS} characters"),
+            ));
+        }
+        let request = RecommendRequest {
             sequence: self.sequence,
             avoided,
             k: self.k as usize,
-        })
+        };
+        let route = Route {
+            model: self.model,
+            user_key: self.user_key,
+        };
+        Ok((request, route))
     }
 }
 
@@ -82,6 +112,8 @@ pub struct ItemView {
 /// The model that answered.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelView {
+    /// Its name, as `GET /models` lists it and requests name it.
+    pub name: String,
     pub architecture: String,
     pub dataset: String,
     pub checkpoint: String,
@@ -92,6 +124,7 @@ pub struct ModelView {
 impl From<ModelInfo> for ModelView {
     fn from(m: ModelInfo) -> Self {
         Self {
+            name: m.name().to_owned(),
             architecture: m.architecture,
             dataset: m.dataset,
             checkpoint: m.checkpoint,
@@ -110,6 +143,8 @@ pub struct ResultView {
     /// True when popularity answered because no sequence movie was known.
     pub fallback: bool,
     pub model: ModelView,
+    /// `request` when the request named the model, `split` when the weighted split chose it.
+    pub chosen_by: &'static str,
 }
 
 /// Where a job stands.
@@ -151,8 +186,11 @@ pub async fn post_recommend(
     authorize(&req, &state)?;
     let wait_ms = parse_wait_ms(req.query_string())?;
     let body = read_body(&req, payload, MAX_BODY_BYTES, state.request_timeout).await?;
-    let request = parse_request(&body, &state.limits)?;
-    let id = state.queue.enqueue(request).await?;
+    let (request, route) = parse_request(&body, &state.limits)?;
+    if let Some(name) = &route.model {
+        check_live(&state, name).await?;
+    }
+    let id = state.queue.enqueue(request, route).await?;
     if let Some(ms) = wait_ms.filter(|&ms| ms > 0)
         && let Some(status) = state.queue.wait(&id, Duration::from_millis(ms)).await?
         && status.state.is_terminal()
@@ -196,6 +234,23 @@ pub async fn get_job(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// Refuses a model that no worker serves. With no worker known (all restarting) the job is
+/// queued, and a worker refuses it if it still does not serve it.
+async fn check_live(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let live = state.control.live().await?;
+    if live.models.is_empty() || live.models.iter().any(|m| m.name == name) {
+        return Ok(());
+    }
+    let names: Vec<&str> = live.models.iter().map(|m| m.name.as_str()).collect();
+    Err(ApiError::invalid(
+        "model",
+        format!(
+            "model `{name}` is not live; live models: {} (GET /models lists them)",
+            names.join(", ")
+        ),
+    ))
+}
+
 fn parse_wait_ms(query: &str) -> Result<Option<u64>, ApiError> {
     let params = web::Query::<HashMap<String, String>>::from_query(query)
         .map_err(|e| ApiError::invalid("wait_ms", format!("bad query string: {e}")))?;
@@ -211,8 +266,8 @@ fn parse_wait_ms(query: &str) -> Result<Option<u64>, ApiError> {
     }
 }
 
-/// Parses and validates a `POST /recommend` body.
-pub fn parse_request(body: &[u8], limits: &Limits) -> Result<RecommendRequest, ApiError> {
+/// Parses and validates a `POST /recommend` body: what to recommend, and which model answers.
+pub fn parse_request(body: &[u8], limits: &Limits) -> Result<(RecommendRequest, Route), ApiError> {
     parse_object::<RecommendBody>(body)
         .map_err(|e| body_error(e, limits))?
         .validate(limits)
@@ -231,7 +286,8 @@ fn body_error(e: BodyError, limits: &Limits) -> ApiError {
             ApiError::invalid(field, message)
         }
         BodyError::Unknown { field } => {
-            let message = format!("unknown field `{field}` (expected sequence, avoided, k)");
+            let message =
+                format!("unknown field `{field}` (expected sequence, avoided, k, model, user_key)");
             ApiError::invalid(field, message)
         }
         BodyError::Duplicate { field } => {
@@ -317,6 +373,7 @@ async fn job_view(state: &AppState, id: &JobId, status: JobStatus) -> Result<Job
                 unknown_ids: out.recommendation.unknown_ids,
                 fallback: out.recommendation.fallback,
                 model: out.model.into(),
+                chosen_by: out.chosen_by.as_str(),
             })
         }
     };
@@ -353,10 +410,43 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_body() {
-        let r = parse_request(br#"{"sequence":[1,2],"k":3}"#, &LIMITS).unwrap();
+        let (r, route) = parse_request(br#"{"sequence":[1,2],"k":3}"#, &LIMITS).unwrap();
         assert_eq!(r.sequence, vec![1, 2]);
         assert!(r.avoided.is_empty());
         assert_eq!(r.k, 3);
+        assert_eq!(route, Route::default());
+        let (_, route) = parse_request(
+            br#"{"sequence":[1],"k":3,"model":"sasrec-a.1","user_key":"u-42"}"#,
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(route.model.as_deref(), Some("sasrec-a.1"));
+        assert_eq!(route.user_key.as_deref(), Some("u-42"));
+    }
+
+    #[test]
+    fn names_a_bad_model_or_user_key() {
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":3,"model":"../x"}"#),
+            (422, Some("model".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":3,"model":""}"#),
+            (422, Some("model".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":3,"model":7}"#),
+            (422, Some("model".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"sequence":[1],"k":3,"user_key":""}"#),
+            (422, Some("user_key".into()))
+        );
+        let long = format!(
+            r#"{{"sequence":[1],"k":3,"user_key":"{}"}}"#,
+            "u".repeat(257)
+        );
+        assert_eq!(field_of(&long), (422, Some("user_key".into())));
     }
 
     #[test]
@@ -414,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_null_avoided_list_is_an_empty_one() {
-        let r = parse_request(br#"{"sequence":[1],"avoided":null,"k":3}"#, &LIMITS).unwrap();
+        let (r, _) = parse_request(br#"{"sequence":[1],"avoided":null,"k":3}"#, &LIMITS).unwrap();
         assert!(r.avoided.is_empty());
         let many = format!(
             r#"{{"sequence":[1],"avoided":[{}],"k":3}}"#,

@@ -1,5 +1,10 @@
 //! The model registry: every checkpoint directory under the checkpoint root is a model with a
-//! name (its directory's name), whatever its type, with what its `config.json` records.
+//! name (its directory's name), whatever its type, with what its `config.json` records; and
+//! [`specs`]: sets of them with traffic weights (`RECSYS_MODELS`, promotions); [`control`]: what
+//! is live and promoting one, as the API asks it.
+
+pub mod control;
+pub mod specs;
 
 use std::path::{Path, PathBuf};
 
