@@ -21,12 +21,19 @@ fn main() {
         return;
     };
     println!("cargo:rustc-env=MOVIEREC_COMMIT={commit}");
-    // A new commit moves HEAD or the branch it points at.
-    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{branch}");
+    // A new commit moves HEAD or the branch it points at (a worktree keeps HEAD in its own git
+    // directory and the branches in the common one; a directory is watched file by file). Only files that exist are watched: a
+    // missing one would rerun this script on every build.
+    let watch = |path: String| {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
         }
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
+    };
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        watch(format!("{dir}/HEAD"));
+    }
+    if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+        watch(format!("{common}/refs/heads"));
+        watch(format!("{common}/packed-refs"));
     }
 }
