@@ -135,17 +135,20 @@ impl RedisControl {
         }
     }
 
-    /// What the workers serve now: the promoted set, else the first live worker's set.
+    /// What the workers serve now: the first live worker's set (a stored set that the workers
+    /// refused is not what serves), else the stored one when no worker is up.
     async fn current(&self) -> Result<Vec<ModelSpec>, QueueError> {
-        if let Some(set) = self.store.read().await? {
-            return Ok(set);
-        }
-        let workers = self.workers.live().await?;
-        Ok(workers
+        let serving = self
+            .workers
+            .live()
+            .await?
             .into_iter()
             .map(|w| w.models)
-            .find(|m| !m.is_empty())
-            .unwrap_or_default())
+            .find(|m| !m.is_empty());
+        match serving {
+            Some(set) => Ok(set),
+            None => Ok(self.store.read().await?.unwrap_or_default()),
+        }
     }
 }
 
