@@ -63,6 +63,19 @@ pub enum ApiError {
     /// No such job, movie or route.
     #[error("{0}")]
     NotFound(String),
+    /// A field names something that does not exist (a model nobody serves).
+    #[error("{message}")]
+    UnknownName {
+        field: &'static str,
+        message: String,
+    },
+    /// The request is well formed but conflicts with the current state (a promotion that would
+    /// leave no traffic, or a model that does not load).
+    #[error("{message}")]
+    Conflict {
+        field: &'static str,
+        message: String,
+    },
     /// The route exists, but not for this method.
     #[error("this route answers {allow} only")]
     MethodNotAllowed { allow: &'static str },
@@ -114,7 +127,8 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "malformed_json",
             Self::Validation { .. } => "validation",
-            Self::NotFound(_) => "not_found",
+            Self::NotFound(_) | Self::UnknownName { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RequestTimeout { .. } => "request_timeout",
@@ -141,7 +155,8 @@ impl ResponseError for ApiError {
         match self {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::UnknownName { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -184,6 +199,9 @@ impl ResponseError for ApiError {
         }
         let field = match self {
             Self::Validation { field, .. } => field.clone(),
+            Self::UnknownName { field, .. } | Self::Conflict { field, .. } => {
+                Some((*field).to_owned())
+            }
             _ => None,
         };
         res.json(ErrorBody {

@@ -22,6 +22,9 @@ pub enum PromoteError {
     /// The name or weight is not valid.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// No such model: not live, and no checkpoint of that name.
+    #[error("{0}")]
+    Unknown(String),
     /// The model does not load.
     #[error("{0}")]
     Load(String),

@@ -70,6 +70,18 @@ async fn load_and_swap(
     }
 }
 
+/// Refuses a name that is neither live nor a checkpoint under the root.
+fn check_known(loader: &ModelLoader, live: &[ModelSpec], name: &str) -> Result<(), PromoteError> {
+    if live.iter().any(|s| s.name == name) {
+        return Ok(());
+    }
+    match loader.checkpoint_dir(name) {
+        Ok(_) => Ok(()),
+        Err(e @ SetupError::UnknownModel { .. }) => Err(PromoteError::Unknown(e.to_string())),
+        Err(e) => Err(PromoteError::Load(chain(&e))),
+    }
+}
+
 /// The models of this process.
 pub struct LocalControl {
     live: LiveModels,
@@ -105,7 +117,9 @@ impl ModelControl for LocalControl {
     ) -> BoxFuture<'_, Result<Vec<ModelSpec>, PromoteError>> {
         async move {
             let _one = self.promoting.lock().await;
-            let set = specs::promoted(&self.live.current().specs(), &name, weight)?;
+            let current = self.live.current().specs();
+            let set = specs::promoted(&current, &name, weight)?;
+            check_known(&self.loader, &current, &name)?;
             load_and_swap(&self.live, &self.loader, set.clone())
                 .await
                 .map_err(PromoteError::Load)?;
@@ -178,7 +192,14 @@ impl ModelControl for RedisControl {
     ) -> BoxFuture<'_, Result<Vec<ModelSpec>, PromoteError>> {
         async move {
             let _one = self.promoting.lock().await;
-            let set = specs::promoted(&self.current().await?, &name, weight)?;
+            let current = self.current().await?;
+            let set = specs::promoted(&current, &name, weight)?;
+            if current.iter().any(|s| s.name == name) {
+                // Already served: only its weight changes.
+                self.store.publish(&set).await?;
+                return Ok(set);
+            }
+            check_known(&self.loader, &current, &name)?;
             // A model that does not load here would not load on the workers either: refuse it
             // before any worker tries.
             let loader = Arc::clone(&self.loader);

@@ -155,7 +155,7 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
     let (status, err) = ask(&base, &json!({"sequence": [1], "k": 2, "model": "tiny-c"}));
     assert_eq!(
         (status, err["field"].as_str()),
-        (422, Some("model")),
+        (404, Some("model")),
         "{err}"
     );
     assert!(err["error"].as_str().unwrap().contains("tiny-a"), "{err}");
@@ -186,7 +186,13 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
     let (status, err) = promote(&base, Some(SECRET), &json!({"name": "broken"}));
     assert_eq!(
         (status, err["field"].as_str()),
-        (422, Some("name")),
+        (409, Some("name")),
+        "{err}"
+    );
+    let (status, err) = promote(&base, Some(SECRET), &json!({"name": "nope"}));
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (404, Some("name")),
         "{err}"
     );
     let (status, err) = promote(&base, Some(SECRET), &json!({"name": "tiny-b", "weight": 2}));
@@ -210,6 +216,19 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
         "the failed promotion moved a user"
     );
 
+    // A live model may keep only requests that name it, and get its share back.
+    let (status, err) = promote(&base, Some(SECRET), &json!({"name": "tiny-a", "weight": 0}));
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (200, None),
+        "a live model's weight may go to 0 while another takes the traffic: {err}"
+    );
+    let (status, err) = promote(
+        &base,
+        Some(SECRET),
+        &json!({"name": "tiny-a", "weight": 0.9}),
+    );
+    assert_eq!(status, 200, "{err}");
     // Promoted to all the traffic: every answer is the new model's.
     let (status, set) = promote(&base, Some(SECRET), &json!({"name": "tiny-b"}));
     assert_eq!(status, 200, "{set}");

@@ -153,8 +153,10 @@ pub struct PromotedModel {
         (status = 400, description = "Malformed JSON", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong secret", body = crate::http::error::ErrorBody),
         (status = 403, description = "The service has no secret, so no admin route", body = crate::http::error::ErrorBody),
+        (status = 404, description = "No model of that name", body = crate::http::error::ErrorBody),
+        (status = 409, description = "It does not load, or no model would take traffic", body = crate::http::error::ErrorBody),
         (status = 413, description = "Body over 1 KiB", body = crate::http::error::ErrorBody),
-        (status = 422, description = "No such model, a bad weight, or it does not load", body = crate::http::error::ErrorBody),
+        (status = 422, description = "A malformed name or weight", body = crate::http::error::ErrorBody),
         (status = 503, description = "Redis is unavailable", body = crate::http::error::ErrorBody),
     ),
     security(("bearer" = []))
@@ -224,8 +226,19 @@ fn promote_error(e: PromoteError) -> ApiError {
         PromoteError::Spec(SpecError::BadWeight { .. }) => {
             ApiError::invalid("weight", "weight must be a number from 0 to 1")
         }
+        PromoteError::Spec(e @ SpecError::NoTraffic) => ApiError::Conflict {
+            field: "weight",
+            message: e.to_string(),
+        },
         PromoteError::Spec(e) => ApiError::invalid("name", e.to_string()),
-        PromoteError::Load(message) => ApiError::invalid("name", message),
+        PromoteError::Unknown(message) => ApiError::UnknownName {
+            field: "name",
+            message,
+        },
+        PromoteError::Load(message) => ApiError::Conflict {
+            field: "name",
+            message,
+        },
         PromoteError::Queue(e) => e.into(),
     }
 }

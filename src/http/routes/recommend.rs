@@ -170,6 +170,7 @@ pub struct JobView {
         (status = 200, description = "Finished within wait_ms", body = JobView),
         (status = 400, description = "Malformed JSON", body = crate::http::ErrorBody),
         (status = 401, description = "Missing or wrong secret", body = crate::http::ErrorBody),
+        (status = 404, description = "The model named is not live", body = crate::http::ErrorBody),
         (status = 408, description = "The body did not arrive within the request timeout; the connection is closed", body = crate::http::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = crate::http::ErrorBody),
         (status = 422, description = "A field is invalid", body = crate::http::ErrorBody),
@@ -242,13 +243,13 @@ async fn check_live(state: &AppState, name: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     let names: Vec<&str> = live.models.iter().map(|m| m.name.as_str()).collect();
-    Err(ApiError::invalid(
-        "model",
-        format!(
+    Err(ApiError::UnknownName {
+        field: "model",
+        message: format!(
             "model `{name}` is not live; live models: {} (GET /models lists them)",
             names.join(", ")
         ),
-    ))
+    })
 }
 
 fn parse_wait_ms(query: &str) -> Result<Option<u64>, ApiError> {
