@@ -11,13 +11,10 @@ use utoipa::ToSchema;
 use crate::http::auth::authorize;
 use crate::http::body::read_body;
 use crate::http::json_body::{BodyError, parse_object};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, MAX_BODY_BYTES};
 use crate::registry::control::PromoteError;
 use crate::registry::specs::{MAX_NAME_CHARS, ModelSpec, SpecError};
 use crate::registry::{self, ModelEntry};
-
-/// Largest body of a promotion.
-const MAX_PROMOTE_BYTES: usize = 1024;
 
 /// One model of the registry.
 #[derive(Debug, Serialize, ToSchema)]
@@ -155,7 +152,7 @@ pub struct PromotedModel {
         (status = 403, description = "The service has no secret, so no admin route", body = crate::http::error::ErrorBody),
         (status = 404, description = "No model of that name", body = crate::http::error::ErrorBody),
         (status = 409, description = "It does not load, or no model would take traffic", body = crate::http::error::ErrorBody),
-        (status = 413, description = "Body over 1 KiB", body = crate::http::error::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::http::error::ErrorBody),
         (status = 422, description = "A malformed name or weight", body = crate::http::error::ErrorBody),
         (status = 503, description = "Redis is unavailable", body = crate::http::error::ErrorBody),
     ),
@@ -174,7 +171,7 @@ pub async fn promote(
         ));
     }
     authorize(&req, &state)?;
-    let body = read_body(&req, payload, MAX_PROMOTE_BYTES, state.request_timeout).await?;
+    let body = read_body(&req, payload, MAX_BODY_BYTES, state.request_timeout).await?;
     let body = parse_object::<PromoteBody>(&body).map_err(body_error)?;
     let weight = body.weight.unwrap_or(1.0);
     let set = state
