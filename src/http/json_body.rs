@@ -11,6 +11,8 @@ use serde::de::{Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor}
 use serde_json::error::Category;
 use serde_path_to_error::Segment;
 
+use super::ApiError;
+
 /// Why a body could not be read into its struct.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
@@ -31,6 +33,41 @@ pub enum BodyError {
         at: String,
         problem: String,
     },
+}
+
+/// A field whose value has the wrong type or range (see [`BodyError::Value`]): each route words
+/// its own answer.
+pub struct BadValue {
+    pub field: String,
+    pub at: String,
+    pub problem: String,
+}
+
+impl BodyError {
+    /// The answer to a body that does not fit, for every kind but a bad value, which comes back
+    /// as `Err` for the route to word; `expected` lists the route's fields for an unknown one.
+    pub fn answer(self, expected: &str) -> Result<ApiError, BadValue> {
+        Ok(match self {
+            Self::Malformed(m) => ApiError::MalformedJson(m),
+            Self::NotAnObject => ApiError::Validation {
+                field: None,
+                message: "the body must be a JSON object".into(),
+            },
+            Self::Missing { field } => {
+                let message = format!("{field} is required");
+                ApiError::invalid(field, message)
+            }
+            Self::Unknown { field } => {
+                let message = format!("unknown field `{field}` (expected {expected})");
+                ApiError::invalid(field, message)
+            }
+            Self::Duplicate { field } => {
+                let message = format!("`{field}` is given more than once");
+                ApiError::invalid(field, message)
+            }
+            Self::Value { field, at, problem } => return Err(BadValue { field, at, problem }),
+        })
+    }
 }
 
 /// Parses `body`, which must be one JSON object, into `T`. Structs that should refuse unknown

@@ -76,8 +76,20 @@ fn checkpoints(root: &Path) {
     std::fs::write(broken.join("model.safetensors"), b"not safetensors").unwrap();
 }
 
+/// `serve --embedded` over the [`checkpoints`], serving `models`, with `extra` settings.
+fn embedded(env: &Env, models: &str, extra: &[(&str, &str)]) -> Proc {
+    let root = env.dir.path().join("checkpoints");
+    checkpoints(&root);
+    let mut vars = vec![
+        ("CHECKPOINT_ROOT", root.to_str().unwrap()),
+        ("RECSYS_MODELS", models),
+    ];
+    vars.extend_from_slice(extra);
+    env.serve(&["--embedded"], &vars)
+}
+
 /// The model name and how it was chosen, of a finished answer.
-fn answered_by(status: u16, body: &Value) -> (String, String) {
+fn answered_by((status, body): (u16, Value)) -> (String, String) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "done", "{body}");
     (
@@ -89,16 +101,7 @@ fn answered_by(status: u16, body: &Value) -> (String, String) {
 #[test]
 fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them() {
     let env = Env::new();
-    let root = env.dir.path().join("checkpoints");
-    checkpoints(&root);
-    let server = env.serve(
-        &["--embedded"],
-        &[
-            ("CHECKPOINT_ROOT", root.to_str().unwrap()),
-            ("RECSYS_MODELS", "tiny-a:0.9,tiny-b:0.1"),
-            ("RECSYS_SECRET", SECRET),
-        ],
-    );
+    let server = embedded(&env, "tiny-a:0.9,tiny-b:0.1", &[("RECSYS_SECRET", SECRET)]);
     let base = server.base();
 
     // 10,000 requests from 5,000 users, each asking twice, on 8 connections at once.
@@ -112,7 +115,7 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
                     for u in (t..users).step_by(8) {
                         let key = format!("user-{u}");
                         let body = json!({"sequence": [1, 2, 3], "k": 3, "user_key": key});
-                        let (model, how) = answered_by_pair(ask(base, &body));
+                        let (model, how) = answered_by(ask(base, &body));
                         assert_eq!(how, "split");
                         answers.lock().unwrap().entry(key).or_default().push(model);
                     }
@@ -137,7 +140,7 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
     // Without a user key the split follows the weights almost exactly.
     let mut unkeyed = HashMap::<String, usize>::new();
     for _ in 0..1000 {
-        let (model, how) = answered_by_pair(ask(&base, &json!({"sequence": [1], "k": 2})));
+        let (model, how) = answered_by(ask(&base, &json!({"sequence": [1], "k": 2})));
         assert_eq!(how, "split");
         *unkeyed.entry(model).or_default() += 1;
     }
@@ -151,7 +154,7 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
 
     // A request may name a live model; one that is not live is refused, naming the field.
     let named = ask(&base, &json!({"sequence": [1], "k": 2, "model": "tiny-b"}));
-    assert_eq!(answered_by_pair(named), ("tiny-b".into(), "request".into()));
+    assert_eq!(answered_by(named), ("tiny-b".into(), "request".into()));
     let (status, err) = ask(&base, &json!({"sequence": [1], "k": 2, "model": "tiny-c"}));
     assert_eq!(
         (status, err["field"].as_str()),
@@ -207,7 +210,7 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
         "{registry}"
     );
     assert_eq!(entry(&registry, "tiny-a")["live"], true);
-    let (model, _) = answered_by_pair(ask(
+    let (model, _) = answered_by(ask(
         &base,
         &json!({"sequence": [1], "k": 2, "user_key": "user-0"}),
     ));
@@ -235,7 +238,7 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
     assert_eq!(set["models"], json!([{"name": "tiny-b", "weight": 1.0}]));
     for u in 0..200 {
         let body = json!({"sequence": [1, 2], "k": 2, "user_key": format!("user-{u}")});
-        assert_eq!(answered_by_pair(ask(&base, &body)).0, "tiny-b");
+        assert_eq!(answered_by(ask(&base, &body)).0, "tiny-b");
     }
     let registry = models(&base);
     assert_eq!(entry(&registry, "tiny-a")["live"], false);
@@ -243,22 +246,10 @@ fn the_split_holds_its_weights_requests_name_models_and_a_promotion_swaps_them()
     assert_eq!(registry["errors"], json!([]));
 }
 
-fn answered_by_pair((status, body): (u16, Value)) -> (String, String) {
-    answered_by(status, &body)
-}
-
 #[test]
 fn without_a_secret_there_is_no_promotion_over_http() {
     let env = Env::new();
-    let root = env.dir.path().join("checkpoints");
-    checkpoints(&root);
-    let server = env.serve(
-        &["--embedded"],
-        &[
-            ("CHECKPOINT_ROOT", root.to_str().unwrap()),
-            ("RECSYS_MODELS", "tiny-a"),
-        ],
-    );
+    let server = embedded(&env, "tiny-a", &[]);
     let (status, err) = promote(&server.base(), None, &json!({"name": "tiny-b"}));
     assert_eq!(
         (status, err["error_type"].as_str()),

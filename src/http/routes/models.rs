@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::http::auth::authorize;
 use crate::http::body::read_body;
-use crate::http::json_body::{BodyError, parse_object};
+use crate::http::json_body::{BadValue, BodyError, parse_object};
 use crate::http::{ApiError, AppState, MAX_BODY_BYTES};
 use crate::registry::control::PromoteError;
 use crate::registry::specs::{MAX_NAME_CHARS, ModelSpec, SpecError};
@@ -188,34 +188,15 @@ pub async fn promote(
 }
 
 fn body_error(e: BodyError) -> ApiError {
-    match e {
-        BodyError::Malformed(m) => ApiError::MalformedJson(m),
-        BodyError::NotAnObject => ApiError::Validation {
-            field: None,
-            message: "the body must be a JSON object".into(),
-        },
-        BodyError::Missing { field } => {
-            let message = format!("{field} is required");
-            ApiError::invalid(field, message)
-        }
-        BodyError::Unknown { field } => {
-            let message = format!("unknown field `{field}` (expected name, weight)");
-            ApiError::invalid(field, message)
-        }
-        BodyError::Duplicate { field } => {
-            let message = format!("`{field}` is given more than once");
-            ApiError::invalid(field, message)
-        }
-        BodyError::Value { field, problem, .. } => {
-            let message = match field.as_str() {
-                "weight" => format!("weight must be a number from 0 to 1 ({problem})"),
-                _ => format!(
-                    "name must be a model name of 1 to {MAX_NAME_CHARS} characters ({problem})"
-                ),
-            };
-            ApiError::invalid(field, message)
-        }
-    }
+    let BadValue { field, problem, .. } = match e.answer("name, weight") {
+        Ok(answer) => return answer,
+        Err(bad) => bad,
+    };
+    let message = match field.as_str() {
+        "weight" => format!("weight must be a number from 0 to 1 ({problem})"),
+        _ => format!("name must be a model name of 1 to {MAX_NAME_CHARS} characters ({problem})"),
+    };
+    ApiError::invalid(field, message)
 }
 
 fn promote_error(e: PromoteError) -> ApiError {

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::http::auth::authorize;
 use crate::http::body::read_body;
-use crate::http::json_body::{BodyError, parse_object};
+use crate::http::json_body::{BadValue, BodyError, parse_object};
 use crate::http::{ApiError, AppState, Limits, MAX_BODY_BYTES, MAX_WAIT_MS};
 use crate::queue::{JobId, JobState, JobStatus, Route};
 use crate::recommend::{ModelInfo, RecommendRequest};
@@ -276,37 +276,21 @@ pub fn parse_request(body: &[u8], limits: &Limits) -> Result<(RecommendRequest, 
 
 /// The answer to a body that does not fit [`RecommendBody`].
 fn body_error(e: BodyError, limits: &Limits) -> ApiError {
-    match e {
-        BodyError::Malformed(m) => ApiError::MalformedJson(m),
-        BodyError::NotAnObject => ApiError::Validation {
-            field: None,
-            message: "the body must be a JSON object".into(),
-        },
-        BodyError::Missing { field } => {
-            let message = format!("{field} is required");
+    let BadValue { field, at, problem } = match e.answer("sequence, avoided, k, model, user_key") {
+        Ok(answer) => return answer,
+        Err(bad) => bad,
+    };
+    match field.as_str() {
+        "k" => k_error(limits),
+        "sequence" | "avoided" if at != field => ApiError::invalid(
+            field,
+            format!("{at} must be a positive integer movie id ({problem})"),
+        ),
+        "sequence" | "avoided" => {
+            let message = format!("{field} must be an array of movie ids ({problem})");
             ApiError::invalid(field, message)
         }
-        BodyError::Unknown { field } => {
-            let message =
-                format!("unknown field `{field}` (expected sequence, avoided, k, model, user_key)");
-            ApiError::invalid(field, message)
-        }
-        BodyError::Duplicate { field } => {
-            let message = format!("`{field}` is given more than once");
-            ApiError::invalid(field, message)
-        }
-        BodyError::Value { field, at, problem } => match field.as_str() {
-            "k" => k_error(limits),
-            "sequence" | "avoided" if at != field => ApiError::invalid(
-                field,
-                format!("{at} must be a positive integer movie id ({problem})"),
-            ),
-            "sequence" | "avoided" => {
-                let message = format!("{field} must be an array of movie ids ({problem})");
-                ApiError::invalid(field, message)
-            }
-            _ => ApiError::invalid(field, format!("{at}: {problem}")),
-        },
+        _ => ApiError::invalid(field, format!("{at}: {problem}")),
     }
 }
 
