@@ -256,6 +256,11 @@ pub struct ServerSettings {
     #[arg(long, env = "RECSYS_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
+    /// Most `POST /recommend` requests this process handles at once, from enqueue to answer;
+    /// one more is answered 429 with `Retry-After` at once, without touching the queue.
+    #[arg(long, env = "RECSYS_MAX_PENDING", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending: u64,
     /// Connections the kernel may queue while none can be accepted (the listen backlog).
     #[arg(long, env = "RECSYS_BACKLOG", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -96,6 +96,13 @@ pub enum ApiError {
     /// Too many jobs are waiting.
     #[error("the queue is full; retry in {} s", retry_after.as_secs().max(1))]
     QueueFull { retry_after: Duration },
+    /// This process already handles its maximum of recommend requests (see
+    /// [`super::admission`]).
+    #[error(
+        "the server is busy with its maximum of {bound} recommend requests \
+         (RECSYS_MAX_PENDING); retry in {RETRY_AFTER_SECS} s"
+    )]
+    Busy { bound: usize },
     /// The connection came in over `RECSYS_MAX_CONNECTIONS` (see [`super::connections`]).
     #[error(
         "the server holds its maximum of {limit} connections (RECSYS_MAX_CONNECTIONS); retry in \
@@ -135,6 +142,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::QueueFull { .. } => "queue_full",
+            Self::Busy { .. } => "busy",
             Self::TooManyConnections { .. } => "too_many_connections",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
@@ -162,7 +170,7 @@ impl ResponseError for ApiError {
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull { .. } | Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } | Self::TooManyConnections { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -176,7 +184,7 @@ impl ResponseError for ApiError {
             Self::QueueFull { retry_after } => {
                 res.insert_header((header::RETRY_AFTER, retry_after.as_secs().max(1)));
             }
-            Self::Unavailable { .. } => {
+            Self::Unavailable { .. } | Self::Busy { .. } => {
                 res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             // Closed after the answer: the client retries on a new connection, which the

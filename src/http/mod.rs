@@ -9,6 +9,7 @@
 //! connections apply before any handler ([`edge`], [`body`], [`connections`]).
 
 pub mod access_log;
+mod admission;
 mod auth;
 mod body;
 mod connections;
@@ -32,6 +33,7 @@ use actix_web::http::KeepAlive;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
+pub use admission::Admission;
 pub use auth::{Auth, SESSION_COOKIE};
 pub use error::{ApiError, Dependency, ErrorBody};
 pub use metrics::HttpMetrics;
@@ -99,6 +101,8 @@ pub struct AppState {
     pub checkpoint_root: Option<PathBuf>,
     /// Which models are live, and promotions (here or on the Redis workers).
     pub control: Arc<dyn ModelControl>,
+    /// The bound on recommend requests in progress (`RECSYS_MAX_PENDING`).
+    pub admission: Admission,
 }
 
 /// The parts an [`Application`] is built from (so `serve`, `serve --embedded` and tests can pick
@@ -155,6 +159,7 @@ impl Application {
             readiness: deps.readiness,
             checkpoint_root: deps.checkpoint_root,
             control: deps.control,
+            admission: Admission::new(usize::try_from(settings.max_pending).unwrap_or(usize::MAX)),
         });
         // actix's cap is per worker thread, and stops accepting (the backlog holds the rest);
         // it is set to the cap plus the reserve on which requests answer 503.

@@ -102,6 +102,51 @@ fn concurrent_clients_cannot_push_the_queue_past_its_cap() {
 }
 
 #[test]
+fn requests_over_the_pending_bound_are_refused_before_the_queue() {
+    let redis = Redis::start();
+    // No worker: the two waiting requests stay in progress for their whole wait_ms.
+    let env = env_for(&redis).with("RECSYS_MAX_PENDING", "2");
+    let server = env.serve(&[], &[]);
+    let base = server.base();
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                post_recommend(
+                    &base,
+                    "?wait_ms=4000",
+                    &json!({"sequence": [i + 1], "k": 2}),
+                )
+                .0
+            })
+        })
+        .collect();
+    let mut conn = redis.conn();
+    wait_until("both waiting jobs queued", Duration::from_secs(10), || {
+        (depth(&mut conn) == 2).then_some(())
+    });
+    let (status, retry, body) = post_recommend(&base, "", &json!({"sequence": [3], "k": 2}));
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["error_type"], "busy", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("RECSYS_MAX_PENDING"),
+        "{body}"
+    );
+    assert_eq!(depth(&mut conn), 2, "a refused request queues nothing");
+    // Their waits end with 202 (no worker); the places are free again.
+    for w in waiting {
+        assert_eq!(w.join().unwrap(), 202);
+    }
+    let (status, _, body) = post_recommend(&base, "", &json!({"sequence": [4], "k": 2}));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(depth(&mut conn), 3);
+}
+
+#[test]
 fn results_expire_after_their_ttl_in_redis() {
     let redis = Redis::start();
     let env = env_for(&redis).with("RECSYS_RESULT_TTL_SECS", "1");

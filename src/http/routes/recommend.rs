@@ -174,7 +174,7 @@ pub struct JobView {
         (status = 408, description = "The body did not arrive within the request timeout; the connection is closed", body = crate::http::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = crate::http::ErrorBody),
         (status = 422, description = "A field is invalid", body = crate::http::ErrorBody),
-        (status = 429, description = "Queue full; see Retry-After", body = crate::http::ErrorBody),
+        (status = 429, description = "Queue full, or this server busy with its maximum of requests; see Retry-After", body = crate::http::ErrorBody),
         (status = 503, description = "Queue unavailable", body = crate::http::ErrorBody),
     ),
     security(("bearer" = []))
@@ -188,6 +188,7 @@ pub async fn post_recommend(
     let wait_ms = parse_wait_ms(req.query_string())?;
     let body = read_body(&req, payload, MAX_BODY_BYTES, state.request_timeout).await?;
     let (request, route) = parse_request(&body, &state.limits)?;
+    let _admitted = state.admission.admit()?;
     if let Some(name) = &route.model {
         check_live(&state, name).await?;
     }
