@@ -98,19 +98,21 @@ impl Catalogue {
     }
 
     /// The movies among `ids` that the catalogue has, keyed by id (unknown ids are left out).
+    /// One statement over the list: one read transaction, so one file lock and one journal
+    /// check per call rather than one per id (a recommendation joins ten titles per answer).
     pub fn movies_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Movie>, CatalogueError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(out);
+        }
         let mut stmt = self.connection().prepare_cached(&format!(
             "SELECT {MOVIE_COLUMNS} FROM movies m LEFT JOIN links l ON l.movie_id = m.movie_id
-             WHERE m.movie_id = ?1"
+             WHERE m.movie_id IN (SELECT value FROM json_each(?1))"
         ))?;
-        let mut out = HashMap::with_capacity(ids.len());
-        for &id in ids {
-            if out.contains_key(&id) {
-                continue;
-            }
-            if let Some(movie) = stmt.query_row([id], movie_from_row).optional()? {
-                out.insert(id, movie);
-            }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        for movie in stmt.query_map([format!("[{list}]")], movie_from_row)? {
+            let movie = movie?;
+            out.insert(movie.movie_id, movie);
         }
         Ok(out)
     }
