@@ -90,6 +90,10 @@ pub struct ApiBenchArgs {
     /// fixed schedule whatever the answers (open loop), and follow every accepted job to its end.
     #[arg(long, requires = "soak", value_parser = positive_rate)]
     pub soak_rate: Option<f64>,
+    /// With `--soak`: an open loop at this multiple of the peak, which the same services
+    /// measure first (closed loop at the largest `--concurrency` for `--seconds`), in this run.
+    #[arg(long, requires = "soak", conflicts_with = "soak_rate", value_parser = positive_rate)]
+    pub soak_factor: Option<f64>,
     /// With `--soak-rate`: the `wait_ms` of each request, up to the API's 10000 (jobs that
     /// outlast it answer 202 and are followed by id).
     #[arg(long, default_value_t = 1000,
@@ -157,12 +161,18 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
         HISTORY_LENGTHS.1,
         args.k
     );
+    if let Some(seconds) = args.soak {
+        // The soak's generator offers twice what the services take on the same cores: on one
+        // thread it cannot keep its schedule while they run.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return soak(&args, &runtime, &bodies, seconds);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if let Some(seconds) = args.soak {
-        return soak(&args, &runtime, &bodies, seconds);
-    }
     let mut rows = Vec::new();
     let mut redis = None;
     println!(
@@ -293,15 +303,19 @@ fn soak(
         .pool_idle_timeout(CLIENT_IDLE)
         .build()?;
     runtime.block_on(wait_until_serving(&client, &services.base, &bodies[0]))?;
+    let soak_rate = match args.soak_factor {
+        Some(factor) => Some(factor * measure_peak(args, runtime, &client, &services.base, bodies)),
+        None => args.soak_rate,
+    };
     println!("load average before: {}", super::soak::load_average());
-    if let Some(rate) = args.soak_rate {
+    if let Some(rate) = soak_rate {
         let config = super::open_loop::OpenLoop {
             rate,
             wait_ms: args.soak_wait_ms,
             max_in_flight: usize::try_from(args.soak_max_in_flight).unwrap_or(usize::MAX),
         };
         println!(
-            "soak: open loop at {rate} req/s for {seconds} s (wait_ms {}, at most {} in flight), \
+            "soak: open loop at {rate:.0} req/s for {seconds} s (wait_ms {}, at most {} in flight), \
              queue cap {}, batching {}",
             config.wait_ms,
             config.max_in_flight,
@@ -340,6 +354,35 @@ fn soak(
         bail!("{bad} answers were neither 200, 202 nor 429");
     }
     Ok(())
+}
+
+/// The peak of `base` (closed loop at the largest `--concurrency` for `--seconds`, after the
+/// warm-up), printed; what `--soak-factor` multiplies.
+fn measure_peak(
+    args: &ApiBenchArgs,
+    runtime: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    base: &str,
+    bodies: &Arc<Vec<String>>,
+) -> f64 {
+    let concurrency = args.concurrency.iter().copied().max().unwrap_or(128);
+    let warmup = Duration::from_secs_f64(args.warmup_seconds.max(0.0));
+    let span = Duration::from_secs_f64(args.seconds.max(0.1));
+    let sample = runtime.block_on(async {
+        load(client, base, bodies, concurrency, warmup).await;
+        load(client, base, bodies, concurrency, span).await
+    });
+    let row = sample.row(Mode::Redis, true, concurrency);
+    println!(
+        "peak: {:.0} req/s (closed loop, concurrency {concurrency}, {:.0} s; p50 {:.2} ms, p99 {:.2} ms, {} errors, {} rejected)",
+        row.requests_per_sec,
+        span.as_secs_f64(),
+        row.p50_ms,
+        row.p99_ms,
+        row.errors,
+        row.rejected
+    );
+    row.requests_per_sec
 }
 
 /// Answers by status, in words.

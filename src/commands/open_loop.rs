@@ -173,11 +173,13 @@ async fn send(shared: Arc<Shared>, body: String, permit: OwnedSemaphorePermit) {
             let status = res.status().as_u16();
             let retry_after = res.headers().contains_key("retry-after");
             match res.bytes().await {
-                Ok(bytes) => (
+                // Only an accepted job's body is read: a refusal's status and header say all.
+                Ok(bytes) if matches!(status, 200 | 202) => (
                     status,
                     retry_after,
                     serde_json::from_slice::<serde_json::Value>(&bytes).ok(),
                 ),
+                Ok(_) => (status, retry_after, None),
                 Err(e) => {
                     shared.record(|t| transport_error(t, &e));
                     (0, false, None)
