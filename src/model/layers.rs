@@ -1,11 +1,13 @@
 //! Building blocks: layer norm with a backward pass, linear layers over flattened rows,
-//! multi-head self-attention with an additive mask, and the pre-norm encoder block.
+//! multi-head self-attention (an additive mask in training, the mask inside the softmax at
+//! inference), and the pre-norm encoder block.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::ModelConfig;
 use super::dropout::{DropoutRng, dropout};
+use super::ops::attention::{self, KeyMask};
 use super::ops::fused::{add_row, gelu, layer_norm, softmax_last_dim};
 use super::ops::matmul::{batched_matmul, matmul_t};
 
@@ -94,7 +96,7 @@ impl SelfAttention {
         mask: &Tensor,
         rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        self.attend(xs, bt, mask, Pass::Train(rng))
+        self.attend(xs, bt, Pass::Train { rng, mask })
     }
 
     /// Inference: no dropout, and the fused softmax, which has no backward pass. With
@@ -104,20 +106,20 @@ impl SelfAttention {
         &self,
         xs: &Tensor,
         bt: (usize, usize),
-        mask: &Tensor,
+        mask: &KeyMask,
         last_only: bool,
     ) -> Result<Tensor> {
-        self.attend(xs, bt, mask, Pass::Infer { last_only })
+        self.attend(xs, bt, Pass::Infer { last_only, mask })
     }
 
-    fn attend(
-        &self,
-        xs: &Tensor,
-        (b, t): (usize, usize),
-        mask: &Tensor,
-        pass: Pass<'_>,
-    ) -> Result<Tensor> {
-        let last_only = matches!(pass, Pass::Infer { last_only: true });
+    fn attend(&self, xs: &Tensor, (b, t): (usize, usize), pass: Pass<'_>) -> Result<Tensor> {
+        let last_only = matches!(
+            pass,
+            Pass::Infer {
+                last_only: true,
+                ..
+            }
+        );
         let (queries, rows) = if last_only {
             (last_rows(xs, (b, t))?, 1)
         } else {
@@ -131,43 +133,43 @@ impl SelfAttention {
         let q = split(self.query.forward(&queries)?, rows)?;
         let k = split(self.key.forward(xs)?, t)?;
         let v = split(self.value.forward(xs)?, t)?;
-        // The query dimension of a causal mask follows the queries.
-        let mask = match mask.dims() {
-            [_, _, r, _] if *r == t && rows == 1 => mask.narrow(2, t - 1, 1)?,
-            _ => mask.clone(),
-        };
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let (bh, hd) = (b * self.heads, self.head_dim);
-        let scores = batched_matmul(
-            &q.reshape((bh, rows, hd))?,
-            &k.reshape((bh, t, hd))?,
-            true,
-            scale,
-        )?
-        .reshape((b, self.heads, rows, t))?
-        .broadcast_add(&mask)?;
-        let probs = match pass {
-            Pass::Train(rng) => dropout(&softmax_last_dim(&scores)?, self.dropout, rng)?,
-            Pass::Infer { .. } => candle_nn::ops::softmax_last_dim(&scores)?,
+        let (q, k, v) = (
+            q.reshape((bh, rows, hd))?,
+            k.reshape((bh, t, hd))?,
+            v.reshape((bh, t, hd))?,
+        );
+        let ctx = match pass {
+            Pass::Train { rng, mask } => {
+                let scores = batched_matmul(&q, &k, true, scale)?
+                    .reshape((b, self.heads, rows, t))?
+                    .broadcast_add(mask)?;
+                let probs = dropout(&softmax_last_dim(&scores)?, self.dropout, rng)?;
+                batched_matmul(&probs.reshape((bh, rows, t))?, &v, false, 1.0)?
+            }
+            Pass::Infer { mask, .. } => attention::attend(&q, &k, &v, self.heads, mask, scale)?,
         };
-        let ctx = batched_matmul(
-            &probs.reshape((bh, rows, t))?,
-            &v.reshape((bh, t, hd))?,
-            false,
-            1.0,
-        )?
-        .reshape((b, self.heads, rows, hd))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b * rows, self.heads * self.head_dim))?;
+        let ctx = ctx
+            .reshape((b, self.heads, rows, hd))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * rows, self.heads * self.head_dim))?;
         self.output.forward(&ctx)
     }
 }
 
-/// How attention runs: training (backward pass, dropout when a generator is given) or inference.
+/// How attention runs: training (backward pass, an additive mask broadcastable to `(B, heads,
+/// T, T)`, dropout when a generator is given) or inference (the mask inside the softmax).
 enum Pass<'a> {
-    Train(Option<&'a mut DropoutRng>),
-    Infer { last_only: bool },
+    Train {
+        rng: Option<&'a mut DropoutRng>,
+        mask: &'a Tensor,
+    },
+    Infer {
+        last_only: bool,
+        mask: &'a KeyMask,
+    },
 }
 
 /// The last row of each sequence of rows `(B*T, H)`: `(B, H)`.
@@ -230,7 +232,7 @@ impl EncoderBlock {
         &self,
         xs: &Tensor,
         bt: (usize, usize),
-        mask: &Tensor,
+        mask: &KeyMask,
         last_only: bool,
     ) -> Result<Tensor> {
         let normed = self.attention_norm.forward_inference(xs)?;

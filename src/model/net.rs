@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::dropout::{DropoutRng, dropout};
 use super::layers::{EncoderBlock, LayerNorm, Linear};
+use super::ops::attention::KeyMask;
 use super::ops::fused::{add_row, gelu};
 use super::ops::matmul::matmul_t;
 use super::{ModelConfig, ModelError};
@@ -142,7 +143,7 @@ impl SeqModel {
                 .final_norm
                 .forward_inference(&super::layers::last_rows(&xs, (b, t))?);
         };
-        let mask = self.attention_mask(ids)?;
+        let mask = self.key_mask(ids)?;
         for block in rest {
             xs = block.infer(&xs, (b, t), &mask, false)?;
         }
@@ -310,6 +311,24 @@ impl SeqModel {
         let inputs: Vec<Vec<u32>> = histories.iter().map(|h| self.scoring_input(h)).collect();
         let ids = pad_left(&inputs, self.cfg.pad(), &Device::Cpu)?;
         self.score_last_against(&ids, output)
+    }
+
+    /// Inference's mask: each sequence's left padding (padding only leads: [`pad_left`]), and
+    /// whether the future is off.
+    fn key_mask(&self, ids: &Tensor) -> Result<KeyMask> {
+        let pad = self.cfg.pad();
+        let mut pads = Vec::new();
+        for row in ids.to_vec2::<u32>()? {
+            let leading = row.iter().take_while(|&&id| id == pad).count();
+            if row[leading..].contains(&pad) {
+                candle_core::bail!("padding inside a sequence: inference pads on the left only");
+            }
+            pads.push(leading);
+        }
+        Ok(KeyMask {
+            pads,
+            causal: self.cfg.architecture.causal(),
+        })
     }
 
     /// The additive attention mask: padding keys are off; for SASRec, so are future keys.

@@ -1,5 +1,5 @@
-//! The elementwise loops of exact (erf-based) GELU and its derivative, branch-free so that they
-//! vectorize, with a runtime switch to an AVX2 build of the same loops on CPUs that have it (the
+//! The elementwise loops of exact (erf-based) GELU and its derivative, and of the softmax's
+//! exponentials, branch-free so that they vectorize, with a runtime switch to an AVX2 build of the same loops on CPUs that have it (the
 //! x86-64 baseline is SSE2). No fused multiply-add is used, so both builds give the same bits.
 //!
 //! `Φ(x) = erfc(-x/√2) / 2` comes from the Numerical Recipes `erfcc` rational approximation
@@ -79,8 +79,37 @@ fn backward_loop(x: &[f32], g: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// `x ← e^(x - shift)` for every element of `x`.
+#[inline(always)]
+fn exp_shifted_loop(x: &mut [f32], shift: f32) {
+    for x in x.iter_mut() {
+        *x = exp(*x - shift);
+    }
+}
+
+/// The sum of `xs` in eight interleaved partial sums, an order the compiler can vectorize.
+#[inline(always)]
+fn sum_loop(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    /// [`super::exp_shifted_loop`] then [`super::sum_loop`], compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn exp_sum(x: &mut [f32], shift: f32) -> f32 {
+        super::exp_shifted_loop(x, shift);
+        super::sum_loop(x)
+    }
+
     /// [`super::forward_loop`] compiled for AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) fn forward_loop(x: &[f32], dst: &mut [f32]) {
@@ -98,6 +127,18 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// Replaces every element of `x` by `e^(x - shift)` and returns their sum. With `shift` the
+/// row's maximum this is a softmax's numerator and denominator.
+pub(crate) fn exp_in_place(x: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU was just found to support AVX2.
+        return unsafe { avx2::exp_sum(x, shift) };
+    }
+    exp_shifted_loop(x, shift);
+    sum_loop(x)
 }
 
 /// GELU, `x Φ(x)`, of every element of `x`, written into `dst` (of the same length).
