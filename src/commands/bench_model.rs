@@ -13,6 +13,8 @@ use movierec::train::data::build_dataset;
 use movierec::train::{TrainOptions, train_on_dataset};
 
 use super::stats::{median, percentile};
+use super::torch_peer::{self, PeerCase, TorchPeer};
+use anyhow::bail;
 
 /// Arguments of `movierec bench model`.
 #[derive(Debug, clap::Args)]
@@ -32,15 +34,63 @@ pub struct ModelBenchArgs {
     /// Skip the training measurement.
     #[arg(long)]
     pub skip_training: bool,
+    /// Also run the PyTorch peers' inference benchmark in this run and print both side by side
+    /// with the ratio (SASRec with the peer's one head; needs torch, see `--torch-python`);
+    /// unless `--skip-training`, also the peers' SASRec-CE training epoch on ml-100k (batch 128).
+    #[arg(long)]
+    pub compare_torch: bool,
+    /// With `--compare-torch`: the folder of the PyTorch peers (`bench_infer.py`).
+    #[arg(long, env = "MOVIEREC_TORCH_PEER", default_value = "../shared/peer")]
+    pub torch_peer: PathBuf,
+    /// With `--compare-torch`: rounds of both benchmarks, taken in turns; each cell is the
+    /// median of its rounds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub compare_rounds: u64,
+    /// With `--compare-torch`: a Python with torch installed.
+    #[arg(long, env = "MOVIEREC_TORCH_PYTHON", default_value = "python3")]
+    pub torch_python: PathBuf,
 }
 
-fn random_recommender(arch: Architecture, items: usize) -> anyhow::Result<Recommender> {
+/// The inference cases: one sequence `(length, items)`, timed call by call.
+const SINGLE_CASES: [(usize, usize); 3] = [(50, 1682), (200, 1682), (200, 9724)];
+/// The inference cases: a batch of 64 sequences `(length, items)`.
+const BATCH_CASES: [(usize, usize); 2] = [(50, 1682), (200, 9724)];
+/// Sequences in a batch case.
+const BATCH: usize = 64;
+
+/// What one architecture measured: p50 ms of the single cases, seq/s of the batch cases.
+struct Measured {
+    single_p50_ms: Vec<f64>,
+    batch_seq_per_s: Vec<f64>,
+}
+
+impl Measured {
+    /// The median of each case over `rounds`.
+    fn median(rounds: &[&Measured]) -> Measured {
+        let each = |pick: fn(&Measured) -> &Vec<f64>| -> Vec<f64> {
+            let cases = rounds.first().map_or(0, |m| pick(m).len());
+            (0..cases)
+                .map(|i| median(&mut rounds.iter().map(|m| pick(m)[i]).collect::<Vec<_>>()))
+                .collect()
+        };
+        Measured {
+            single_p50_ms: each(|m| &m.single_p50_ms),
+            batch_seq_per_s: each(|m| &m.batch_seq_per_s),
+        }
+    }
+}
+
+fn random_recommender(
+    arch: Architecture,
+    items: usize,
+    heads: usize,
+) -> anyhow::Result<Recommender> {
     let cfg = ModelConfig {
         architecture: arch,
         items,
         hidden: 64,
         layers: 2,
-        heads: 2,
+        heads,
         max_len: 200,
         dropout: 0.1,
     };
@@ -76,9 +126,13 @@ fn request(len: usize, items: usize, salt: usize) -> RecommendRequest {
     }
 }
 
-fn bench_recommend(arch: Architecture, calls: usize) -> anyhow::Result<()> {
-    for (len, items) in [(50, 1682), (200, 1682), (200, 9724)] {
-        let rec = random_recommender(arch, items)?;
+fn bench_recommend(arch: Architecture, heads: usize, calls: usize) -> anyhow::Result<Measured> {
+    let mut measured = Measured {
+        single_p50_ms: Vec::new(),
+        batch_seq_per_s: Vec::new(),
+    };
+    for (len, items) in SINGLE_CASES {
+        let rec = random_recommender(arch, items, heads)?;
         // BERT4Rec appends [MASK]: a history of len-1 gives an input of `len`.
         let hist = if arch == Architecture::Bert4Rec {
             len - 1
@@ -96,36 +150,43 @@ fn bench_recommend(arch: Architecture, calls: usize) -> anyhow::Result<()> {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         times.sort_by(f64::total_cmp);
+        let p50 = percentile(&times, 0.5);
         println!(
-            "{arch:<8} 1 sequence, length {len:>3}, {items:>4} items: p50 {:.3} ms  p99 {:.3} ms",
-            percentile(&times, 0.5),
+            "{arch:<8} 1 sequence, length {len:>3}, {items:>4} items: p50 {p50:.3} ms  p99 {:.3} ms",
             percentile(&times, 0.99)
         );
+        measured.single_p50_ms.push(p50);
     }
-    for (len, items) in [(50, 1682), (200, 9724)] {
-        let rec = random_recommender(arch, items)?;
+    for (len, items) in BATCH_CASES {
+        let rec = random_recommender(arch, items, heads)?;
         let hist = if arch == Architecture::Bert4Rec {
             len - 1
         } else {
             len
         };
-        let batch: Vec<RecommendRequest> = (0..64).map(|s| request(hist, items, s)).collect();
+        let batch: Vec<RecommendRequest> = (0..BATCH).map(|s| request(hist, items, s)).collect();
         rec.recommend_batch(&batch)?;
         let mut rates = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..BATCH_RUNS {
             let t = Instant::now();
             rec.recommend_batch(&batch)?;
-            rates.push(64.0 / t.elapsed().as_secs_f64());
+            rates.push(BATCH as f64 / t.elapsed().as_secs_f64());
         }
+        let rate = median(&mut rates);
         println!(
-            "{arch:<8} batch 64, length {len:>3}, {items:>4} items: {:.0} seq/s (median of 5)",
-            median(&mut rates)
+            "{arch:<8} batch {BATCH}, length {len:>3}, {items:>4} items: {rate:.0} seq/s (median of {BATCH_RUNS})"
         );
+        measured.batch_seq_per_s.push(rate);
     }
-    Ok(())
+    Ok(measured)
 }
 
-fn bench_training(args: &ModelBenchArgs, arch: Architecture) -> anyhow::Result<()> {
+/// Timed runs of a batch case (the peers time 30).
+const BATCH_RUNS: usize = 30;
+
+/// Trains `arch` on ml-100k for `--epochs` and returns the median seconds per epoch (training
+/// only).
+fn bench_training(args: &ModelBenchArgs, arch: Architecture, heads: usize) -> anyhow::Result<f64> {
     let path = args.database_root.join("ml-100k.db");
     let catalogue = movierec::catalogue::Catalogue::open(&path)?;
     let dataset = build_dataset(&catalogue.interactions(None)?, &DataSettings::default());
@@ -137,6 +198,7 @@ fn bench_training(args: &ModelBenchArgs, arch: Architecture) -> anyhow::Result<(
     };
     opts.settings.schedule.epochs = args.epochs;
     opts.settings.schedule.eval_every = usize::MAX;
+    opts.settings.model.heads = heads;
     if let Some(batch_size) = args.batch_size {
         opts.settings.optimiser.batch_size = batch_size;
     }
@@ -150,28 +212,152 @@ fn bench_training(args: &ModelBenchArgs, arch: Architecture) -> anyhow::Result<(
         secs.push(users / r.seq_per_sec);
         last = r.seconds;
     })?;
+    let seconds = median(&mut secs);
     println!(
-        "{arch:<8} training ml-100k, hidden 64, 2 layers, length 200, batch {}: {:.0} seq/s, {:.2} s/epoch (median of {} epochs; {:.1} s total incl. one validation)",
+        "{arch:<8} training ml-100k, hidden 64, 2 layers, {heads} head(s), length 200, batch {}: {:.0} seq/s, {seconds:.2} s/epoch (median of {} epochs; {:.1} s total incl. one validation)",
         opts.settings.optimiser.batch_size,
         median(&mut rates),
-        median(&mut secs),
         args.epochs,
         last
     );
-    Ok(())
+    Ok(seconds)
 }
 
-/// Runs the model benchmarks and prints the figures.
+/// Runs the model benchmarks and prints the figures; with `--compare-torch`, the peers' first,
+/// then the side-by-side table.
 pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     println!(
         "threads: RAYON_NUM_THREADS={}",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into())
     );
-    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
-        if !args.skip_training {
-            bench_training(&args, arch)?;
-        }
-        bench_recommend(arch, args.calls)?;
+    let peer = args.compare_torch.then(|| TorchPeer {
+        folder: args.torch_peer.clone(),
+        python: args.torch_python.clone(),
+    });
+    if let Some(peer) = &peer {
+        peer.check()?;
     }
+    // The peers' SASRec has one head; compared with it, ours has one too.
+    let heads = |arch| match (arch, &peer) {
+        (Architecture::SasRec, Some(_)) => 1,
+        _ => 2,
+    };
+    let mut sasrec_epoch = None;
+    if !args.skip_training {
+        for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+            let seconds = bench_training(&args, arch, heads(arch))?;
+            if arch == Architecture::SasRec {
+                sasrec_epoch = Some(seconds);
+            }
+        }
+    }
+    // Compared, the peers and movierec take turns, so that a slow spell of a shared machine
+    // falls on both; each cell is the median of its rounds.
+    let rounds = if peer.is_some() {
+        args.compare_rounds as usize
+    } else {
+        1
+    };
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("round {round} of {rounds}");
+        }
+        if let Some(peer) = &peer {
+            theirs.push(peer.run_inference()?);
+        }
+        let bert = bench_recommend(
+            Architecture::Bert4Rec,
+            heads(Architecture::Bert4Rec),
+            args.calls,
+        )?;
+        let sasrec = bench_recommend(
+            Architecture::SasRec,
+            heads(Architecture::SasRec),
+            args.calls,
+        )?;
+        ours.push((bert, sasrec));
+    }
+    let Some(peer) = peer else {
+        return Ok(());
+    };
+    let bert: Vec<&Measured> = ours.iter().map(|(b, _)| b).collect();
+    let sasrec: Vec<&Measured> = ours.iter().map(|(_, s)| s).collect();
+    print_side_by_side(
+        &torch_peer::median_cases(&theirs),
+        &Measured::median(&bert),
+        &Measured::median(&sasrec),
+        rounds,
+    )?;
+    if let Some(ours) = sasrec_epoch {
+        let theirs = peer.run_sasrec_training("ml-100k", args.epochs.max(2))?;
+        println!(
+            "SASRec-CE training epoch, ml-100k, length 200, one head: PyTorch {theirs:.2} s (batch 128), movierec {ours:.2} s (batch {}): lead {:.2}×",
+            args.batch_size
+                .map_or("default".to_owned(), |b| b.to_string()),
+            theirs / ours
+        );
+    }
+    Ok(())
+}
+
+/// The markdown table of both implementations per case, with movierec's lead (PyTorch's time
+/// over ours, or our rate over PyTorch's) and the smallest lead.
+fn print_side_by_side(
+    peer: &[PeerCase],
+    bert: &Measured,
+    sasrec: &Measured,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    println!("\nmedians of {rounds} rounds, taken in turns:\n");
+    println!(
+        "| case | PyTorch BERT4Rec | movierec BERT4Rec | lead | PyTorch SASRec | movierec SASRec | lead |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut smallest = f64::INFINITY;
+    let mut row = |label: String, torch: (f64, f64), ours: (f64, f64), unit: &str, time: bool| {
+        let lead = |t: f64, o: f64| if time { t / o } else { o / t };
+        let (bl, sl) = (lead(torch.0, ours.0), lead(torch.1, ours.1));
+        smallest = smallest.min(bl).min(sl);
+        let fmt = |v: f64| {
+            if time {
+                format!("{v:.3} {unit}")
+            } else {
+                format!("{v:.0} {unit}")
+            }
+        };
+        println!(
+            "| {label} | {} | {} | {bl:.2}× | {} | {} | {sl:.2}× |",
+            fmt(torch.0),
+            fmt(ours.0),
+            fmt(torch.1),
+            fmt(ours.1)
+        );
+    };
+    for (i, (len, items)) in SINGLE_CASES.into_iter().enumerate() {
+        let Some(t) = torch_peer::find(peer, items, len, 1) else {
+            bail!("the peers did not measure length {len}, {items} items, batch 1");
+        };
+        row(
+            format!("1 sequence, length {len}, {items} items, p50"),
+            (t.bert_last_ms, t.sasrec_last_ms),
+            (bert.single_p50_ms[i], sasrec.single_p50_ms[i]),
+            "ms",
+            true,
+        );
+    }
+    for (i, (len, items)) in BATCH_CASES.into_iter().enumerate() {
+        let Some(t) = torch_peer::find(peer, items, len, BATCH) else {
+            bail!("the peers did not measure length {len}, {items} items, batch {BATCH}");
+        };
+        row(
+            format!("batch {BATCH}, length {len}, {items} items"),
+            (t.bert_last_seq_per_s, t.sasrec_last_seq_per_s),
+            (bert.batch_seq_per_s[i], sasrec.batch_seq_per_s[i]),
+            "seq/s",
+            false,
+        );
+    }
+    println!("\nsmallest lead over PyTorch: {smallest:.2}×");
     Ok(())
 }

@@ -20,5 +20,6 @@ pub mod search;
 pub mod serve;
 pub mod soak;
 pub mod stats;
+pub mod torch_peer;
 pub mod train;
 pub mod worker;
