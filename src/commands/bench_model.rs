@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
+use movierec::catalogue::dump::locate;
 use movierec::config::MovieLensVersion;
 use movierec::model::checkpoint::{CheckpointConfig, DataSettings};
 use movierec::model::{Architecture, ItemVocab, ModelConfig, SeqModel, reinitialise};
@@ -39,9 +40,10 @@ pub struct ModelBenchArgs {
     /// unless `--skip-training`, also the peers' SASRec-CE training epoch on ml-100k (batch 128).
     #[arg(long)]
     pub compare_torch: bool,
-    /// With `--compare-torch`: the folder of the PyTorch peers (`bench_infer.py`).
-    #[arg(long, env = "MOVIEREC_TORCH_PEER", default_value = "../shared/peer")]
-    pub torch_peer: PathBuf,
+    /// With `--compare-torch`: the folder of the PyTorch peers (`bench_infer.py`); default:
+    /// the shared folder beside the checkout.
+    #[arg(long, env = "MOVIEREC_TORCH_PEER")]
+    pub torch_peer: Option<PathBuf>,
     /// With `--compare-torch`: rounds of both benchmarks, taken in turns; each cell is the
     /// median of its rounds.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
@@ -231,7 +233,7 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into())
     );
     let peer = args.compare_torch.then(|| TorchPeer {
-        folder: args.torch_peer.clone(),
+        folder: args.torch_peer.clone().unwrap_or_else(locate::torch_peers),
         python: args.torch_python.clone(),
     });
     if let Some(peer) = &peer {

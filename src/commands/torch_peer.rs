@@ -36,7 +36,7 @@ pub struct PeerCase {
 }
 
 /// What to install when the peer cannot run.
-const SETUP: &str = "set it up as ../shared/peer/README.md says: \
+const SETUP: &str = "set it up as the peer folder's README.md says: \
      python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch numpy tqdm pandas scipy, \
      the seed's BERT4Rec checked out at $B4R_REPO, then --torch-python /tmp/torchenv/bin/python";
 

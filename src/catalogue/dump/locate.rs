@@ -30,10 +30,21 @@ pub const BASE_URL_VAR: &str = "MOVIELENS_BASE_URL";
 /// Where GroupLens publishes the releases and their `.zip.md5` files.
 pub const DEFAULT_BASE_URL: &str = "https://files.grouplens.org/datasets/movielens";
 
-/// The shared data folder that sits beside this crate's checkout on the development machines
-/// (`movielens/` releases, `splits/` reference splits); it may not exist.
+/// The shared folder that sits beside this crate's checkout on the development machines; it
+/// may not exist.
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// Its data folder (`movielens/` releases, `splits/` reference splits).
 fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+    shared().join("data")
+}
+
+/// Its folder of PyTorch peers (`bench_infer.py`, `sasrec.py`), which `bench model
+/// --compare-torch` runs; it may not exist.
+pub fn torch_peers() -> PathBuf {
+    shared().join("peer")
 }
 
 /// The folder of reference leave-one-out splits (`<release>.jsonl`) beside the checkout, when
