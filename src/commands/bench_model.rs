@@ -26,7 +26,8 @@ pub struct ModelBenchArgs {
     /// Training epochs measured per architecture.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    /// Training batch size (default: the training default).
+    /// Training batch size (default: the training default; with `--compare-torch`, the peer's
+    /// 128).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Single-sequence calls timed per case.
@@ -188,7 +189,12 @@ const BATCH_RUNS: usize = 30;
 
 /// Trains `arch` on ml-100k for `--epochs` and returns the median seconds per epoch (training
 /// only).
-fn bench_training(args: &ModelBenchArgs, arch: Architecture, heads: usize) -> anyhow::Result<f64> {
+fn bench_training(
+    args: &ModelBenchArgs,
+    arch: Architecture,
+    heads: usize,
+    batch_size: Option<usize>,
+) -> anyhow::Result<f64> {
     let path = args.database_root.join("ml-100k.db");
     let catalogue = movierec::catalogue::Catalogue::open(&path)?;
     let dataset = build_dataset(&catalogue.interactions(None)?, &DataSettings::default());
@@ -201,7 +207,7 @@ fn bench_training(args: &ModelBenchArgs, arch: Architecture, heads: usize) -> an
     opts.settings.schedule.epochs = args.epochs;
     opts.settings.schedule.eval_every = usize::MAX;
     opts.settings.model.heads = heads;
-    if let Some(batch_size) = args.batch_size {
+    if let Some(batch_size) = batch_size {
         opts.settings.optimiser.batch_size = batch_size;
     }
     let mut rates = Vec::new();
@@ -237,8 +243,12 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         python: args.torch_python.clone(),
     });
     if let Some(peer) = &peer {
-        peer.check()?;
+        println!("PyTorch: torch {}", peer.check()?);
     }
+    // Compared, SASRec trains at the peer's batch size unless one is given.
+    let batch_size = args
+        .batch_size
+        .or(peer.as_ref().map(|_| torch_peer::TRAIN_BATCH));
     // The peers' SASRec has one head; compared with it, ours has one too.
     let heads = |arch| match (arch, &peer) {
         (Architecture::SasRec, Some(_)) => 1,
@@ -247,7 +257,7 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     let mut sasrec_epoch = None;
     if !args.skip_training {
         for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
-            let seconds = bench_training(&args, arch, heads(arch))?;
+            let seconds = bench_training(&args, arch, heads(arch), batch_size)?;
             if arch == Architecture::SasRec {
                 sasrec_epoch = Some(seconds);
             }
@@ -294,9 +304,9 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     if let Some(ours) = sasrec_epoch {
         let theirs = peer.run_sasrec_training("ml-100k", args.epochs.max(2))?;
         println!(
-            "SASRec-CE training epoch, ml-100k, length 200, one head: PyTorch {theirs:.2} s (batch 128), movierec {ours:.2} s (batch {}): lead {:.2}×",
-            args.batch_size
-                .map_or("default".to_owned(), |b| b.to_string()),
+            "SASRec-CE training epoch, ml-100k, length 200, one head: PyTorch {theirs:.2} s (batch {}), movierec {ours:.2} s (batch {}): lead {:.2}×",
+            torch_peer::TRAIN_BATCH,
+            batch_size.map_or("default".to_owned(), |b| b.to_string()),
             theirs / ours
         );
     }

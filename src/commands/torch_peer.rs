@@ -35,14 +35,18 @@ pub struct PeerCase {
     pub sasrec_last_seq_per_s: f64,
 }
 
+/// The batch size `sasrec.py` trains with.
+pub const TRAIN_BATCH: usize = 128;
+
 /// What to install when the peer cannot run.
 const SETUP: &str = "set it up as the peer folder's README.md says: \
      python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch numpy tqdm pandas scipy, \
      the seed's BERT4Rec checked out at $B4R_REPO, then --torch-python /tmp/torchenv/bin/python";
 
 impl TorchPeer {
-    /// Checks that the folder holds the benchmark and that the interpreter imports torch.
-    pub fn check(&self) -> anyhow::Result<()> {
+    /// Checks that the folder holds the benchmark and that the interpreter imports torch;
+    /// returns the torch version it reports.
+    pub fn check(&self) -> anyhow::Result<String> {
         let script = self.folder.join("bench_infer.py");
         if !script.is_file() {
             bail!(
@@ -57,80 +61,59 @@ impl TorchPeer {
         if !probe.status.success() {
             bail!("{} cannot import torch; {SETUP}", self.python.display());
         }
-        Ok(())
-    }
-
-    /// The torch version the interpreter reports.
-    pub fn torch_version(&self) -> anyhow::Result<String> {
-        let out = Command::new(&self.python)
-            .args(["-c", "import torch; print(torch.__version__)"])
-            .output()
-            .with_context(|| format!("running {}", self.python.display()))?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        Ok(String::from_utf8_lossy(&probe.stdout).trim().to_owned())
     }
 
     /// Runs the inference benchmark (2 threads, the peers' own medians) and returns its cases.
     pub fn run_inference(&self) -> anyhow::Result<Vec<PeerCase>> {
-        let scratch = tempfile::tempdir()?;
-        copy_scripts(&self.folder, scratch.path())?;
-        std::fs::create_dir_all(scratch.path().join("results"))?;
-        println!(
-            "PyTorch peers: {} {} (torch {})",
-            self.python.display(),
-            self.folder.join("bench_infer.py").display(),
-            self.torch_version()?
-        );
-        let out = Command::new(&self.python)
-            .arg(scratch.path().join("bench_infer.py"))
-            .current_dir(scratch.path())
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .context("running bench_infer.py")?;
-        if !out.status.success() {
-            bail!("bench_infer.py failed ({}); {SETUP}", out.status);
-        }
-        parse_cases(&String::from_utf8_lossy(&out.stdout))
+        parse_cases(&self.run_script("bench_infer.py", &[], &[])?)
     }
-}
 
-impl TorchPeer {
     /// Trains the peers' SASRec-CE (batch 128, length 200, one head) on `dataset` for `epochs`
     /// epochs, on the split of the peer folder's `../data/splits`, and returns its median
     /// seconds per epoch (training only, as the script times it).
     pub fn run_sasrec_training(&self, dataset: &str, epochs: usize) -> anyhow::Result<f64> {
-        let scratch = tempfile::tempdir()?;
-        copy_scripts(&self.folder, scratch.path())?;
         // The script runs in the scratch folder: the splits' path must not be relative.
         let folder = std::fs::canonicalize(&self.folder)
             .with_context(|| format!("finding {}", self.folder.display()))?;
         let splits = folder.join("..").join("data").join("splits");
+        let epochs = epochs.to_string();
+        let args = [dataset, "--epochs", &epochs, "--patience", "1000"];
+        let stdout = self.run_script("sasrec.py", &args, &[("PEER_SPLITS", &splits)])?;
+        print!("{stdout}");
+        seconds_per_epoch(&stdout)
+    }
+
+    /// Runs one of the folder's scripts from a scratch copy of its scripts (the scripts write
+    /// results beside themselves; the folder may be read-only) and returns what it printed.
+    fn run_script(
+        &self,
+        script: &str,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<String> {
+        let scratch = tempfile::tempdir()?;
+        copy_scripts(&self.folder, scratch.path())?;
+        std::fs::create_dir_all(scratch.path().join("results"))?;
         println!(
-            "PyTorch SASRec-CE: {} {dataset} --epochs {epochs} (splits {})",
-            self.folder.join("sasrec.py").display(),
-            splits.display()
+            "PyTorch peers: {} {} {}",
+            self.python.display(),
+            self.folder.join(script).display(),
+            args.join(" ")
         );
         let out = Command::new(&self.python)
-            .arg(scratch.path().join("sasrec.py"))
-            .args([
-                dataset,
-                "--epochs",
-                &epochs.to_string(),
-                "--patience",
-                "1000",
-            ])
-            .env("PEER_SPLITS", &splits)
+            .arg(scratch.path().join(script))
+            .args(args)
+            .envs(env.iter().copied())
             .current_dir(scratch.path())
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .output()
-            .context("running sasrec.py")?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        print!("{stdout}");
+            .with_context(|| format!("running {script}"))?;
         if !out.status.success() {
-            bail!("sasrec.py failed ({}); {SETUP}", out.status);
+            bail!("{script} failed ({}); {SETUP}", out.status);
         }
-        seconds_per_epoch(&stdout)
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 

@@ -83,7 +83,8 @@ pub(crate) fn attend(
                             .enumerate()
                             .map(move |(j, dst)| (i, j * BLOCK, dst))
                     });
-                units.for_each(|(i, r0, dst)| {
+                // One score buffer per thread, reused by its blocks.
+                units.for_each_init(Vec::new, |scores, (i, r0, dst)| {
                     let r1 = r0 + dst.len() / d;
                     let one = Matrix {
                         q: &q[i * rows * d..(i + 1) * rows * d],
@@ -93,7 +94,7 @@ pub(crate) fn attend(
                         t,
                         d,
                     };
-                    one.block(mask, i / heads, (r0, r1), scale, dst);
+                    one.block(mask, i / heads, (r0, r1), scale, scores, dst);
                 });
                 Ok(out)
             })
@@ -113,13 +114,15 @@ struct Matrix<'a> {
 }
 
 impl Matrix<'_> {
-    /// Query rows `r0..r1` of sequence `seq` into `dst` `(r1 - r0, d)`, which holds zeros.
+    /// Query rows `r0..r1` of sequence `seq` into `dst` `(r1 - r0, d)`, which holds zeros;
+    /// `scores` is scratch space.
     fn block(
         &self,
         mask: &KeyMask,
         seq: usize,
         (r0, r1): (usize, usize),
         scale: f32,
+        scores: &mut Vec<f32>,
         dst: &mut [f32],
     ) {
         let (rows, t, d) = (self.rows, self.t, self.d);
@@ -129,7 +132,9 @@ impl Matrix<'_> {
             return;
         }
         let (m, n) = (r1 - r0, to - from);
-        let mut scores = vec![0f32; m * n];
+        // Every element is written by the product below; resizing only grows the buffer.
+        scores.resize(m * n, 0.0);
+        let scores = &mut scores[..m * n];
         // SAFETY: `scores` holds m×n values with row stride n; the queries read are rows r0..r1
         // of `q` (row stride d), the keys rows from..to of `k` read transposed (d×n), all in bounds.
         unsafe {
