@@ -12,7 +12,7 @@ use movierec::catalogue::dump::locate::reference_splits;
 use movierec::config::MovieLensVersion;
 use movierec::model::checkpoint::{self, CheckpointConfig, DataSettings, latest_checkpoint};
 use movierec::model::{
-    Architecture, DropoutRng, ItemVocab, ModelConfig, SeqModel, pad_left, reinitialise,
+    Architecture, DropoutRng, ItemVocab, ModelConfig, Precision, SeqModel, pad_left, reinitialise,
 };
 use movierec::recommend::{RecommendRequest, Recommender};
 use movierec::train::baselines::{TransitionGrid, tune_transition};
@@ -158,6 +158,64 @@ fn a_split_batch_scores_each_history_as_alone_in_order() {
                 assert!((a - b).abs() < 1e-5, "{arch:?} history {i}: {a} vs {b}");
             }
         }
+    }
+}
+
+/// bf16 inference (where the CPU has it) scores within bf16's rounding of f32, for both
+/// architectures and a padded batch; back in f32 the scores are f32's again, bit for bit.
+#[test]
+fn bf16_inference_stays_within_rounding_of_f32() {
+    if !movierec::model::bf16_supported() {
+        let cfg = tiny_cfg(Architecture::SasRec, 30);
+        let (_, mut model) = fresh(&cfg, 5);
+        assert!(model.set_precision(Precision::Bf16).is_err());
+        eprintln!("bf16 not compared: this CPU has no AVX-512 BF16");
+        return;
+    }
+    for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
+        let cfg = ModelConfig {
+            hidden: 64,
+            max_len: 50,
+            ..tiny_cfg(arch, 300)
+        };
+        let (varmap, mut model) = fresh(&cfg, 9);
+        // Weights of a trained model's size, not the initial 0.02, so the layers matter.
+        for var in varmap.all_vars() {
+            let scaled = (var.as_tensor() * 10.0).unwrap();
+            var.set(&scaled).unwrap();
+        }
+        let histories: Vec<Vec<u32>> = (0..6u32)
+            .map(|i| (0..3 + i * 8).map(|j| (i * 31 + 7 * j) % 300).collect())
+            .collect();
+        let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
+        let score = |m: &SeqModel| m.score_histories(&refs).unwrap().to_vec2::<f32>().unwrap();
+        let f32_scores = score(&model);
+        model.set_precision(Precision::Bf16).unwrap();
+        assert_eq!(model.precision(), Precision::Bf16);
+        let bf16_scores = score(&model);
+        let (mut largest, mut differs) = (0f32, false);
+        for (a, b) in f32_scores
+            .iter()
+            .flatten()
+            .zip(bf16_scores.iter().flatten())
+        {
+            largest = largest.max((a - b).abs());
+            differs |= a != b;
+        }
+        let spread = f32_scores
+            .iter()
+            .flatten()
+            .fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            differs,
+            "{arch:?}: bf16 gave f32's scores exactly: it did not run"
+        );
+        assert!(
+            largest <= 0.03 * spread,
+            "{arch:?}: bf16 moved a score by {largest} (largest score {spread})"
+        );
+        model.set_precision(Precision::F32).unwrap();
+        assert_eq!(score(&model), f32_scores, "{arch:?}: back in f32");
     }
 }
 
@@ -602,7 +660,7 @@ fn a_spent_budget_cuts_the_run_and_says_so() {
 fn overfits_a_deterministic_pattern_and_recommends_correctly() {
     for arch in [Architecture::Bert4Rec, Architecture::SasRec] {
         let (dir, _root) = overfit(arch, 0);
-        let rec = Recommender::load(&dir).unwrap();
+        let rec = Recommender::load(&dir, Precision::F32).unwrap();
         assert_eq!(rec.info().architecture, arch.name());
         assert_eq!(rec.info().items, 20);
         // After 14, ..., 20 comes 1 (seven items: the training windows hold twelve).

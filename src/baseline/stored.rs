@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::blend::{Blend, BlendError};
 use super::{Ease, Transition, TransitionError, TransitionParams};
 use crate::config::MovieLensVersion;
-use crate::model::ItemVocab;
 use crate::model::checkpoint::{self, CONFIG_FILE, CheckpointKind, DataSettings, WEIGHTS_FILE};
+use crate::model::{ItemVocab, Precision};
 use crate::recommend::ModelInfo;
 use crate::recommend::{ItemScores, NetworkScores};
 
@@ -349,19 +349,26 @@ fn load_member(dir: &Path) -> Result<(Box<dyn ItemScores>, ItemVocab), String> {
     {
         return Err("a blend cannot be a member of another blend".into());
     }
-    let (scores, _, vocab) = load_scores(dir).map_err(|e| e.to_string())?;
+    let (scores, _, vocab) = load_scores(dir, Precision::F32).map_err(|e| e.to_string())?;
     Ok((scores, vocab))
 }
 
-/// Loads the scores of a checkpoint of any kind, with its architecture's name and items.
-pub fn load_scores(dir: &Path) -> Result<(Box<dyn ItemScores>, String, ItemVocab), BaselineError> {
+/// Loads the scores of a checkpoint of any kind, with its architecture's name and items; a
+/// network's dense layers compute in `precision`.
+pub fn load_scores(
+    dir: &Path,
+    precision: Precision,
+) -> Result<(Box<dyn ItemScores>, String, ItemVocab), BaselineError> {
     let fail = |message: String| BaselineError::Member {
         path: dir.to_path_buf(),
         message,
     };
     match checkpoint::kind(dir).map_err(|e| fail(e.to_string()))? {
         CheckpointKind::Network => {
-            let (cfg, model) = checkpoint::load(dir).map_err(|e| fail(e.to_string()))?;
+            let (cfg, mut model) = checkpoint::load(dir).map_err(|e| fail(e.to_string()))?;
+            model
+                .set_precision(precision)
+                .map_err(|e| fail(e.to_string()))?;
             let scores = NetworkScores::new(model).map_err(|e| fail(e.to_string()))?;
             Ok((
                 Box::new(scores),
@@ -396,6 +403,7 @@ pub fn info(config: &BaselineConfig, dir: &Path) -> ModelInfo {
             .unwrap_or_default(),
         items: config.vocab.len(),
         max_len,
+        precision: "f32".into(),
     }
 }
 

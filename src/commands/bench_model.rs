@@ -8,7 +8,9 @@ use candle_nn::{VarBuilder, VarMap};
 use movierec::catalogue::dump::locate;
 use movierec::config::MovieLensVersion;
 use movierec::model::checkpoint::{CheckpointConfig, DataSettings};
-use movierec::model::{Architecture, ItemVocab, ModelConfig, SeqModel, reinitialise};
+use movierec::model::{
+    Architecture, ItemVocab, ModelConfig, Precision, PrecisionChoice, SeqModel, reinitialise,
+};
 use movierec::recommend::{RecommendRequest, Recommender};
 use movierec::train::data::build_dataset;
 use movierec::train::{TrainOptions, train_on_dataset};
@@ -52,6 +54,9 @@ pub struct ModelBenchArgs {
     /// With `--compare-torch`: a Python with torch installed.
     #[arg(long, env = "MOVIEREC_TORCH_PYTHON", default_value = "python3")]
     pub torch_python: PathBuf,
+    /// What inference's dense layers compute in; a list (`f32,bf16`) measures each in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32,auto")]
+    pub precision: Vec<PrecisionChoice>,
 }
 
 /// The inference cases: one sequence `(length, items)`, timed call by call.
@@ -87,6 +92,7 @@ fn random_recommender(
     arch: Architecture,
     items: usize,
     heads: usize,
+    precision: Precision,
 ) -> anyhow::Result<Recommender> {
     let cfg = ModelConfig {
         architecture: arch,
@@ -98,11 +104,12 @@ fn random_recommender(
         dropout: 0.1,
     };
     let varmap = VarMap::new();
-    let model = SeqModel::load(
+    let mut model = SeqModel::load(
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
         &cfg,
     )?;
     reinitialise(&varmap, 1)?;
+    model.set_precision(precision)?;
     let ck = CheckpointConfig {
         format: movierec::model::checkpoint::FORMAT,
         dataset: MovieLensVersion::Ml100k,
@@ -129,13 +136,18 @@ fn request(len: usize, items: usize, salt: usize) -> RecommendRequest {
     }
 }
 
-fn bench_recommend(arch: Architecture, heads: usize, calls: usize) -> anyhow::Result<Measured> {
+fn bench_recommend(
+    arch: Architecture,
+    heads: usize,
+    calls: usize,
+    precision: Precision,
+) -> anyhow::Result<Measured> {
     let mut measured = Measured {
         single_p50_ms: Vec::new(),
         batch_seq_per_s: Vec::new(),
     };
     for (len, items) in SINGLE_CASES {
-        let rec = random_recommender(arch, items, heads)?;
+        let rec = random_recommender(arch, items, heads, precision)?;
         // BERT4Rec appends [MASK]: a history of len-1 gives an input of `len`.
         let hist = if arch == Architecture::Bert4Rec {
             len - 1
@@ -155,13 +167,13 @@ fn bench_recommend(arch: Architecture, heads: usize, calls: usize) -> anyhow::Re
         times.sort_by(f64::total_cmp);
         let p50 = percentile(&times, 0.5);
         println!(
-            "{arch:<8} 1 sequence, length {len:>3}, {items:>4} items: p50 {p50:.3} ms  p99 {:.3} ms",
+            "{arch:<8} {precision:<4} 1 sequence, length {len:>3}, {items:>4} items: p50 {p50:.3} ms  p99 {:.3} ms",
             percentile(&times, 0.99)
         );
         measured.single_p50_ms.push(p50);
     }
     for (len, items) in BATCH_CASES {
-        let rec = random_recommender(arch, items, heads)?;
+        let rec = random_recommender(arch, items, heads, precision)?;
         let hist = if arch == Architecture::Bert4Rec {
             len - 1
         } else {
@@ -177,7 +189,7 @@ fn bench_recommend(arch: Architecture, heads: usize, calls: usize) -> anyhow::Re
         }
         let rate = median(&mut rates);
         println!(
-            "{arch:<8} batch {BATCH}, length {len:>3}, {items:>4} items: {rate:.0} seq/s (median of {BATCH_RUNS})"
+            "{arch:<8} {precision:<4} batch {BATCH}, length {len:>3}, {items:>4} items: {rate:.0} seq/s (median of {BATCH_RUNS})"
         );
         measured.batch_seq_per_s.push(rate);
     }
@@ -270,7 +282,10 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     } else {
         1
     };
-    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    let precisions = resolve_precisions(&args.precision)?;
+    let mut theirs = Vec::new();
+    // Per precision, per round: (BERT4Rec, SASRec).
+    let mut ours: Vec<Vec<(Measured, Measured)>> = precisions.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
         if rounds > 1 {
             println!("round {round} of {rounds}");
@@ -278,29 +293,29 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         if let Some(peer) = &peer {
             theirs.push(peer.run_inference()?);
         }
-        let bert = bench_recommend(
-            Architecture::Bert4Rec,
-            heads(Architecture::Bert4Rec),
-            args.calls,
-        )?;
-        let sasrec = bench_recommend(
-            Architecture::SasRec,
-            heads(Architecture::SasRec),
-            args.calls,
-        )?;
-        ours.push((bert, sasrec));
+        for (&precision, ours) in precisions.iter().zip(&mut ours) {
+            let measure = |arch| bench_recommend(arch, heads(arch), args.calls, precision);
+            ours.push((
+                measure(Architecture::Bert4Rec)?,
+                measure(Architecture::SasRec)?,
+            ));
+        }
     }
     let Some(peer) = peer else {
         return Ok(());
     };
-    let bert: Vec<&Measured> = ours.iter().map(|(b, _)| b).collect();
-    let sasrec: Vec<&Measured> = ours.iter().map(|(_, s)| s).collect();
-    print_side_by_side(
-        &torch_peer::median_cases(&theirs),
-        &Measured::median(&bert),
-        &Measured::median(&sasrec),
-        rounds,
-    )?;
+    let theirs = torch_peer::median_cases(&theirs);
+    for (&precision, ours) in precisions.iter().zip(&ours) {
+        let bert: Vec<&Measured> = ours.iter().map(|(b, _)| b).collect();
+        let sasrec: Vec<&Measured> = ours.iter().map(|(_, s)| s).collect();
+        print_side_by_side(
+            &theirs,
+            &Measured::median(&bert),
+            &Measured::median(&sasrec),
+            rounds,
+            precision,
+        )?;
+    }
     if let Some(ours) = sasrec_epoch {
         let theirs = peer.run_sasrec_training("ml-100k", args.epochs.max(2))?;
         println!(
@@ -313,6 +328,18 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The precisions `choices` resolve to on this CPU, each once, in order.
+fn resolve_precisions(choices: &[PrecisionChoice]) -> anyhow::Result<Vec<Precision>> {
+    let mut out = Vec::new();
+    for choice in choices {
+        let precision = choice.resolve()?;
+        if !out.contains(&precision) {
+            out.push(precision);
+        }
+    }
+    Ok(out)
+}
+
 /// The markdown table of both implementations per case, with movierec's lead (PyTorch's time
 /// over ours, or our rate over PyTorch's) and the smallest lead.
 fn print_side_by_side(
@@ -320,8 +347,11 @@ fn print_side_by_side(
     bert: &Measured,
     sasrec: &Measured,
     rounds: usize,
+    precision: Precision,
 ) -> anyhow::Result<()> {
-    println!("\nmedians of {rounds} rounds, taken in turns:\n");
+    println!(
+        "\nmovierec in {precision} (PyTorch in f32), medians of {rounds} rounds, taken in turns:\n"
+    );
     println!(
         "| case | PyTorch BERT4Rec | movierec BERT4Rec | lead | PyTorch SASRec | movierec SASRec | lead |"
     );
@@ -370,6 +400,6 @@ fn print_side_by_side(
             false,
         );
     }
-    println!("\nsmallest lead over PyTorch: {smallest:.2}×");
+    println!("\nsmallest lead over PyTorch ({precision}): {smallest:.2}×");
     Ok(())
 }

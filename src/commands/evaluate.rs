@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use movierec::catalogue::DEFAULT_DATABASE_ROOT;
 use movierec::config::MovieLensVersion;
-use movierec::model::checkpoint;
+use movierec::model::{Precision, PrecisionChoice, checkpoint};
 use movierec::train::baselines::TransitionGrid;
 use movierec::train::report::{EaseSettings, evaluate_checkpoints, render};
 
@@ -38,6 +38,10 @@ pub struct EvaluateArgs {
     /// `movierec models list` and `GET /models` show them).
     #[arg(long)]
     pub no_record: bool,
+    /// What the networks' dense layers compute in; a list (`f32,bf16`) gives each checkpoint a
+    /// row per precision and compares them user by user. Only f32 rows are recorded.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32")]
+    pub precision: Vec<PrecisionChoice>,
 }
 
 /// Runs `movierec evaluate`.
@@ -46,12 +50,20 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         lambdas: args.ease_lambdas,
         max_items: args.ease_max_items,
     };
+    let mut precisions = Vec::new();
+    for choice in &args.precision {
+        let precision = choice.resolve()?;
+        if !precisions.contains(&precision) {
+            precisions.push(precision);
+        }
+    }
     let report = evaluate_checkpoints(
         &args.checkpoints,
         &args.versions,
         &args.database_root,
         &ease,
         &TransitionGrid::default(),
+        &precisions,
     )?;
     print!("{}", render(&report));
     let output = args
@@ -67,7 +79,11 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let rows = report.datasets.iter().flat_map(|d| &d.rows);
+        let rows = report
+            .datasets
+            .iter()
+            .flat_map(|d| &d.rows)
+            .filter(|r| r.precision == Precision::F32.name());
         for row in rows {
             if let Some(dir) = &row.checkpoint {
                 checkpoint::record_evaluation(dir, &row.valid, &row.test, now)

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use movierec::model::PrecisionChoice;
 use movierec::recommend::RecommendRequest;
 use movierec::setup::load_checkpoint;
 
@@ -23,11 +24,14 @@ pub struct RecommendArgs {
     /// Print JSON instead of a list.
     #[arg(long)]
     pub json: bool,
+    /// What the network's dense layers compute in.
+    #[arg(long, env = "RECSYS_PRECISION", value_enum, default_value_t = PrecisionChoice::Auto)]
+    pub precision: PrecisionChoice,
 }
 
 /// Runs `movierec recommend`.
 pub fn run(args: RecommendArgs) -> anyhow::Result<()> {
-    let recommender = load_checkpoint(&args.checkpoint)?;
+    let recommender = load_checkpoint(&args.checkpoint, args.precision.resolve()?)?;
     let answer = recommender.recommend(&RecommendRequest {
         sequence: args.sequence,
         avoided: args.avoid,

@@ -101,7 +101,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             &checkpoint_root,
             &args.worker,
             Some(worker_metrics.clone()),
-        ));
+        )?);
         let set = {
             let (model, catalogue, loader) =
                 (args.model.clone(), args.catalogue.clone(), Arc::clone(&loader));

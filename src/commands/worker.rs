@@ -144,7 +144,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             &args.model.checkpoints.checkpoint_root,
             &args.worker,
             Some(metrics.clone()),
-        ));
+        )?);
         let live = LiveModels::new(starting_set(&store, &args, &loader).await?);
         let runner = JobRunner::new(live.clone(), Some(metrics));
         let shutdown = shutdown_signal();

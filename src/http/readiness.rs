@@ -36,6 +36,8 @@ pub struct WorkerView {
     pub architecture: String,
     /// Checkpoint directory name (empty for popularity).
     pub checkpoint: String,
+    /// What its network computes the dense layers in: `f32` or `bf16`.
+    pub precision: String,
     /// Jobs it has finished since it started, as of its last heartbeat (`null` for the
     /// embedded model, whose requests `/metrics` counts).
     pub jobs_done: Option<u64>,
@@ -50,6 +52,7 @@ impl WorkerView {
             source: serving.source,
             architecture: serving.model.architecture.clone(),
             checkpoint: serving.model.checkpoint.clone(),
+            precision: serving.model.precision.clone(),
         }
     }
 }

@@ -6,8 +6,10 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::ModelConfig;
+use super::Precision;
 use super::dropout::{DropoutRng, dropout};
 use super::ops::attention::{self, KeyMask};
+use super::ops::bf16_dense::PackedBf16;
 use super::ops::fused::{add_row, gelu, layer_norm, softmax_last_dim};
 use super::ops::matmul::{batched_matmul, matmul_t};
 
@@ -43,6 +45,8 @@ impl LayerNorm {
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Tensor,
+    /// The weight and bias in bf16 for inference, when the model runs in bf16.
+    packed: Option<PackedBf16>,
 }
 
 impl Linear {
@@ -54,11 +58,33 @@ impl Linear {
         Ok(Self {
             weight: inner.weight().clone(),
             bias,
+            packed: None,
         })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         add_row(&matmul_t(xs, &self.weight)?, &self.bias)
+    }
+
+    /// Inference: in bf16 when packed, else [`forward`](Self::forward).
+    pub(crate) fn infer(&self, xs: &Tensor) -> Result<Tensor> {
+        match &self.packed {
+            Some(packed) => packed.dense(xs),
+            None => self.forward(xs),
+        }
+    }
+
+    /// Runs inference in `precision`. bf16 packs the weights (the layer must not train after);
+    /// `false` where the CPU lacks the instructions.
+    pub(crate) fn set_precision(&mut self, precision: Precision) -> Result<bool> {
+        self.packed = match precision {
+            Precision::F32 => None,
+            Precision::Bf16 => match PackedBf16::new(&self.weight, &self.bias)? {
+                Some(packed) => Some(packed),
+                None => return Ok(false),
+            },
+        };
+        Ok(true)
     }
 }
 
@@ -130,9 +156,17 @@ impl SelfAttention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(&queries)?, rows)?;
-        let k = split(self.key.forward(xs)?, t)?;
-        let v = split(self.value.forward(xs)?, t)?;
+        let inferring = matches!(pass, Pass::Infer { .. });
+        let dense = |layer: &Linear, xs: &Tensor| {
+            if inferring {
+                layer.infer(xs)
+            } else {
+                layer.forward(xs)
+            }
+        };
+        let q = split(dense(&self.query, &queries)?, rows)?;
+        let k = split(dense(&self.key, xs)?, t)?;
+        let v = split(dense(&self.value, xs)?, t)?;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let (bh, hd) = (b * self.heads, self.head_dim);
         let (q, k, v) = (
@@ -155,7 +189,16 @@ impl SelfAttention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b * rows, self.heads * self.head_dim))?;
-        self.output.forward(&ctx)
+        dense(&self.output, &ctx)
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 4] {
+        [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.output,
+        ]
     }
 }
 
@@ -244,8 +287,14 @@ impl EncoderBlock {
         };
         let xs = (xs + attended)?;
         let normed = self.ffn_norm.forward_inference(&xs)?;
-        let inner = gelu(&self.ffn_in.forward(&normed)?)?;
-        let out = self.ffn_out.forward(&inner)?;
+        let inner = gelu(&self.ffn_in.infer(&normed)?)?;
+        let out = self.ffn_out.infer(&inner)?;
         xs + out
+    }
+
+    /// The block's dense layers, for [`Linear::set_precision`].
+    pub(crate) fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        let [q, k, v, o] = self.attention.linears_mut();
+        [q, k, v, o, &mut self.ffn_in, &mut self.ffn_out].into_iter()
     }
 }

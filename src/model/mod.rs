@@ -9,12 +9,14 @@ mod dropout;
 mod layers;
 mod net;
 mod ops;
+mod precision;
 mod vocab;
 
 pub use config::{Architecture, ModelConfig};
 pub use dropout::DropoutRng;
 pub use net::{ITEM_EMBEDDINGS, SeqModel, pad_left, reinitialise, standard_normal};
 pub use ops::loss;
+pub use precision::{Precision, PrecisionChoice, bf16_supported};
 pub use vocab::ItemVocab;
 
 use std::path::PathBuf;
@@ -40,4 +42,10 @@ pub enum ModelError {
     /// The configuration or checkpoint is inconsistent.
     #[error("invalid model: {0}")]
     Invalid(String),
+    /// bf16 was asked for on a CPU without AVX-512 BF16.
+    #[error(
+        "bf16 inference needs a CPU with AVX-512 BF16 and this one has none; \
+         use --precision auto or f32 (RECSYS_PRECISION)"
+    )]
+    Bf16Unsupported,
 }

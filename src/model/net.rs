@@ -16,7 +16,7 @@ use super::layers::{EncoderBlock, LayerNorm, Linear};
 use super::ops::attention::KeyMask;
 use super::ops::fused::{add_row, gelu};
 use super::ops::matmul::matmul_t;
-use super::{ModelConfig, ModelError};
+use super::{ModelConfig, ModelError, Precision};
 
 /// The additive value that switches a key off in attention.
 const MASKED: f64 = -1e9;
@@ -43,6 +43,8 @@ pub struct SeqModel {
     /// BERT4Rec only: the projection head (dense, then layer norm after GELU).
     head: Option<(Linear, LayerNorm)>,
     output_bias: Tensor,
+    /// What inference computes the dense layers in.
+    precision: Precision,
 }
 
 impl SeqModel {
@@ -82,7 +84,32 @@ impl SeqModel {
                 })
                 .transpose()?,
             output_bias: head.get_with_hints(cfg.items, "bias", Init::Const(0.0))?,
+            precision: Precision::F32,
         })
+    }
+
+    /// Runs inference's dense layers (the encoder's and BERT4Rec's head) in `precision`; the
+    /// scores against the items, attention, norms and training stay f32. bf16 copies the
+    /// weights as they are now: a model that trains after must go back to f32.
+    pub fn set_precision(&mut self, precision: Precision) -> std::result::Result<(), ModelError> {
+        let head = self.head.as_mut().map(|(dense, _)| dense);
+        for layer in self
+            .blocks
+            .iter_mut()
+            .flat_map(EncoderBlock::linears_mut)
+            .chain(head)
+        {
+            if !layer.set_precision(precision)? {
+                return Err(ModelError::Bf16Unsupported);
+            }
+        }
+        self.precision = precision;
+        Ok(())
+    }
+
+    /// What inference computes the dense layers in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The hyperparameters.
@@ -195,7 +222,7 @@ impl SeqModel {
     /// fused kernel, which has no backward pass.
     fn infer_scores_against(&self, hidden: &Tensor, output: &Tensor) -> Result<Tensor> {
         let transformed = match &self.head {
-            Some((dense, norm)) => norm.forward_inference(&gelu(&dense.forward(hidden)?)?)?,
+            Some((dense, norm)) => norm.forward_inference(&gelu(&dense.infer(hidden)?)?)?,
             None => hidden.clone(),
         };
         transformed.matmul(output)?.broadcast_add(&self.output_bias)

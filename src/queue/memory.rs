@@ -268,6 +268,7 @@ mod tests {
                 checkpoint: String::new(),
                 items: 0,
                 max_len: 0,
+                precision: "f32".into(),
             },
             chosen_by: ChosenBy::Split,
         }

@@ -8,6 +8,9 @@ use super::{JobOutput, QueueError};
 use crate::recommend::{ModelInfo, Recommendation, ScoredMovie};
 use crate::worker::ChosenBy;
 
+/// The precision most models answer in, left out of the stored form.
+const F32: &str = "f32";
+
 /// Architecture, dataset, checkpoint, items, max_len.
 type ModelTuple = (String, String, String, usize, usize);
 
@@ -28,6 +31,9 @@ struct Stored {
     /// True when the request named the model (false: the split chose it).
     #[serde(rename = "r", default, skip_serializing_if = "std::ops::Not::not")]
     requested: bool,
+    /// The model's precision where it is not f32.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    precision: Option<String>,
 }
 
 /// A final outcome in its stored form.
@@ -50,6 +56,7 @@ pub(super) fn encode(outcome: &Result<JobOutput, String>) -> Result<String, Queu
                     m.max_len,
                 )),
                 requested: out.chosen_by == ChosenBy::Request,
+                precision: (m.precision != F32).then(|| m.precision.clone()),
             }
         }
         Err(e) => Stored {
@@ -94,6 +101,7 @@ pub(super) fn decode(raw: &str) -> Result<Result<JobOutput, String>, QueueError>
             checkpoint,
             items,
             max_len,
+            precision: s.precision.unwrap_or_else(|| F32.to_owned()),
         },
         chosen_by: if s.requested {
             ChosenBy::Request
@@ -125,6 +133,7 @@ mod tests {
                 checkpoint: "resources/checkpoints/ml-100k-sasrec".into(),
                 items: 1682,
                 max_len: 200,
+                precision: "bf16".into(),
             },
             chosen_by: ChosenBy::Request,
         }
@@ -145,6 +154,11 @@ mod tests {
             ..output()
         });
         assert_eq!(decode(&encode(&empty).unwrap()).unwrap(), empty);
+        let mut f32 = output();
+        f32.model.precision = F32.into();
+        let stored = encode(&Ok(f32.clone())).unwrap();
+        assert!(!stored.contains("\"p\""), "{stored}");
+        assert_eq!(decode(&stored).unwrap(), Ok(f32));
     }
 
     #[test]

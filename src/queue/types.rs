@@ -195,6 +195,7 @@ mod tests {
                 checkpoint: String::new(),
                 items: 10,
                 max_len: 0,
+                precision: "f32".into(),
             },
             chosen_by: ChosenBy::Request,
         };

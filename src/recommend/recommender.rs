@@ -10,7 +10,7 @@ use super::{ModelInfo, RecommendRequest, Recommendation, ScoredMovie};
 use crate::baseline::Popularity;
 use crate::baseline::stored::{BaselineError, StoredBaseline};
 use crate::model::checkpoint::{self, CheckpointConfig, CheckpointKind};
-use crate::model::{ItemVocab, ModelError, SeqModel};
+use crate::model::{ItemVocab, ModelError, Precision, SeqModel};
 
 /// Why a recommendation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,16 +57,18 @@ pub fn model_info(cfg: &CheckpointConfig, dir: &Path) -> ModelInfo {
             .unwrap_or_default(),
         items: cfg.model.items,
         max_len: cfg.model.max_len,
+        precision: Precision::F32.name().to_owned(),
     }
 }
 
 impl Recommender {
     /// Loads the checkpoint directory `dir` (`model.safetensors` + `config.json`) of any model
-    /// type; nothing else is read.
-    pub fn load(dir: &Path) -> Result<Self, RecommendError> {
+    /// type, a network's dense layers to run in `precision`; nothing else is read.
+    pub fn load(dir: &Path, precision: Precision) -> Result<Self, RecommendError> {
         match checkpoint::kind(dir)? {
             CheckpointKind::Network => {
-                let (cfg, model) = checkpoint::load(dir)?;
+                let (cfg, mut model) = checkpoint::load(dir)?;
+                model.set_precision(precision)?;
                 Self::from_parts(cfg, model, dir)
             }
             CheckpointKind::Baseline => {
@@ -84,7 +86,10 @@ impl Recommender {
         model: SeqModel,
         dir: &Path,
     ) -> Result<Self, RecommendError> {
-        let info = model_info(&cfg, dir);
+        let info = ModelInfo {
+            precision: model.precision().name().to_owned(),
+            ..model_info(&cfg, dir)
+        };
         let scores = Box::new(NetworkScores::new(model)?);
         Ok(Self::new(scores, cfg.vocab, &cfg.popularity, info))
     }

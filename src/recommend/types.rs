@@ -42,6 +42,15 @@ pub struct ModelInfo {
     pub items: usize,
     /// Longest history the model reads; longer ones keep their most recent items.
     pub max_len: usize,
+    /// What the network's dense layers compute in: `f32`, or `bf16` where the CPU has
+    /// AVX-512 BF16 and `RECSYS_PRECISION` allows it; `f32` for the other models.
+    #[serde(default = "f32_name")]
+    pub precision: String,
+}
+
+/// The precision of a [`ModelInfo`] that does not say (an older worker's answer).
+fn f32_name() -> String {
+    "f32".to_owned()
 }
 
 impl ModelInfo {
@@ -63,6 +72,7 @@ impl ModelInfo {
             checkpoint: String::new(),
             items,
             max_len: 0,
+            precision: f32_name(),
         }
     }
 }

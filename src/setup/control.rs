@@ -205,7 +205,7 @@ impl ModelControl for RedisControl {
             let loader = Arc::clone(&self.loader);
             let checked = tokio::task::spawn_blocking(move || {
                 let dir = loader.checkpoint_dir(&name)?;
-                load_checkpoint(&dir).map(drop)
+                load_checkpoint(&dir, loader.precision()).map(drop)
             })
             .await
             .map_err(|e| PromoteError::Load(format!("loading stopped: {e}")))?;

@@ -9,6 +9,7 @@ use super::SetupError;
 use super::model::{LoadedModel, choose_model, load_checkpoint, load_model};
 use super::runner::batch_config;
 use crate::config::{CatalogueSettings, ModelSettings, WorkerSettings};
+use crate::model::Precision;
 use crate::model::checkpoint::CONFIG_FILE;
 use crate::recommend::{ModelSource, Serving};
 use crate::registry::specs::{self, ModelSpec};
@@ -19,16 +20,33 @@ pub struct ModelLoader {
     root: PathBuf,
     batch: BatchConfig,
     metrics: Option<WorkerMetrics>,
+    /// What the networks it loads compute in.
+    precision: Precision,
 }
 
 impl ModelLoader {
-    /// A loader over the checkpoint root `root`, batching as `settings` say.
-    pub fn new(root: &Path, settings: &WorkerSettings, metrics: Option<WorkerMetrics>) -> Self {
-        Self {
+    /// A loader over the checkpoint root `root`, batching and in the precision `settings` say;
+    /// an error where the CPU cannot run that precision.
+    pub fn new(
+        root: &Path,
+        settings: &WorkerSettings,
+        metrics: Option<WorkerMetrics>,
+    ) -> Result<Self, SetupError> {
+        let precision = settings
+            .precision
+            .resolve()
+            .map_err(SetupError::Precision)?;
+        Ok(Self {
             root: root.to_path_buf(),
             batch: batch_config(settings),
             metrics,
-        }
+            precision,
+        })
+    }
+
+    /// What the networks it loads compute in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// A loader used only to check that models load (an API process whose workers run
@@ -38,6 +56,7 @@ impl ModelLoader {
             root: root.to_path_buf(),
             batch: BatchConfig::default(),
             metrics: None,
+            precision: Precision::F32,
         }
     }
 
@@ -101,7 +120,7 @@ impl ModelLoader {
                 continue;
             }
             let dir = self.checkpoint_dir(&spec.name)?;
-            let scorer = Arc::new(load_checkpoint(&dir)?);
+            let scorer = Arc::new(load_checkpoint(&dir, self.precision)?);
             tracing::info!(model = %spec.name, weight = spec.weight, "model loaded");
             arms.push(self.arm(&spec.name, spec.weight, scorer, ModelSource::Checkpoint)?);
         }
@@ -120,7 +139,7 @@ pub fn initial_set(
         Some(specs) => loader.load(&specs, None),
         None => {
             let choice = choose_model(catalogue.version, settings)?;
-            loader.single(load_model(&choice, catalogue)?)
+            loader.single(load_model(&choice, catalogue, loader.precision)?)
         }
     }
 }

@@ -86,6 +86,9 @@ pub enum SetupError {
     #[error("give either --checkpoint (RECSYS_CHECKPOINT) or --models (RECSYS_MODELS), not both")]
     ModelsAndCheckpoint,
     /// The model thread could not be started.
+    /// The precision asked for cannot run here.
+    #[error("RECSYS_PRECISION: {0}")]
+    Precision(#[source] ModelError),
     #[error("cannot start the model thread (is the process out of threads or memory?)")]
     ModelThread(#[source] std::io::Error),
 }

@@ -10,10 +10,10 @@ use super::SetupError;
 use crate::baseline::stored::{self, BaselineConfig};
 use crate::catalogue::Catalogue;
 use crate::config::{CatalogueSettings, ModelSettings, MovieLensVersion};
-use crate::model::ModelError;
 use crate::model::checkpoint::{
     self, CONFIG_FILE, CheckpointConfig, CheckpointKind, latest_checkpoint,
 };
+use crate::model::{ModelError, Precision};
 use crate::recommend::{ModelInfo, ModelSource, Recommender, Serving, model_info};
 use crate::worker::{PopularityScorer, Scorer};
 
@@ -123,9 +123,13 @@ pub fn describe_model(
 pub fn load_model(
     choice: &ModelChoice,
     catalogue: &CatalogueSettings,
+    precision: Precision,
 ) -> Result<LoadedModel, SetupError> {
     let (scorer, source): (Arc<dyn Scorer>, ModelSource) = match choice {
-        ModelChoice::Checkpoint(dir) => (Arc::new(load_checkpoint(dir)?), ModelSource::Checkpoint),
+        ModelChoice::Checkpoint(dir) => (
+            Arc::new(load_checkpoint(dir, precision)?),
+            ModelSource::Checkpoint,
+        ),
         ModelChoice::Popularity(source) => {
             let cat = Catalogue::open_read_only(&catalogue.database_path())?;
             let scorer = PopularityScorer::from_catalogue(&cat, catalogue.version.name())?;
@@ -147,14 +151,15 @@ pub fn load_model(
     Ok(LoadedModel { scorer, serving })
 }
 
-/// Loads the checkpoint directory `dir` for inference.
-pub fn load_checkpoint(dir: &Path) -> Result<Recommender, SetupError> {
+/// Loads the checkpoint directory `dir` for inference in `precision` (a network's; other
+/// models ignore it).
+pub fn load_checkpoint(dir: &Path, precision: Precision) -> Result<Recommender, SetupError> {
     if !dir.join(CONFIG_FILE).is_file() {
         return Err(SetupError::NotACheckpoint {
             dir: dir.to_path_buf(),
         });
     }
-    Recommender::load(dir).map_err(|source| SetupError::Checkpoint {
+    Recommender::load(dir, precision).map_err(|source| SetupError::Checkpoint {
         dir: dir.to_path_buf(),
         source,
     })
@@ -274,7 +279,7 @@ mod tests {
         assert!(matches!(err, SetupError::NotACheckpoint { ref dir } if *dir == missing));
         assert!(err.to_string().contains("movierec train"), "{err}");
         assert!(matches!(
-            load_checkpoint(&missing),
+            load_checkpoint(&missing, Precision::F32),
             Err(SetupError::NotACheckpoint { .. })
         ));
     }

@@ -21,6 +21,7 @@ use crate::baseline::stored::{
 use crate::baseline::{Ease, Transition, TransitionParams};
 use crate::catalogue::Catalogue;
 use crate::config::MovieLensVersion;
+use crate::model::Precision;
 use crate::model::checkpoint::DataSettings;
 use crate::recommend::ItemScores;
 
@@ -343,8 +344,8 @@ pub fn train_baseline(opts: &BaselineTrainOptions) -> Result<BaselineTrainReport
         BaselineKind::Blend => {
             let mut scores = Vec::with_capacity(opts.members.len());
             for dir in &opts.members {
-                let (s, _, vocab) =
-                    load_scores(dir).map_err(|e| TrainError::Invalid(e.to_string()))?;
+                let (s, _, vocab) = load_scores(dir, Precision::F32)
+                    .map_err(|e| TrainError::Invalid(e.to_string()))?;
                 if vocab != dataset.vocab {
                     return Err(TrainError::Invalid(format!(
                         "{}: its items differ from the catalogue's split; blend members must be \

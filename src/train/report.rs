@@ -18,7 +18,7 @@ use crate::baseline::stored::{BaselineConfig, load_scores};
 use crate::catalogue::Catalogue;
 use crate::config::MovieLensVersion;
 use crate::model::checkpoint::{self, CheckpointConfig, CheckpointKind, DataSettings};
-use crate::model::{ItemVocab, SeqModel};
+use crate::model::{ItemVocab, Precision, SeqModel};
 use crate::recommend::ItemScores;
 
 /// Negatives per case in the sampled protocol.
@@ -40,6 +40,8 @@ pub struct ModelReport {
     pub valid: RankingMetrics,
     /// SAMPLED protocol (100 popularity negatives), test item. Not comparable to full ranking.
     pub sampled_test: RankingMetrics,
+    /// What a network's dense layers computed in (`f32` or `bf16`); `f32` for the others.
+    pub precision: &'static str,
     /// Full-ranking test rank per user, in the split's order (for paired comparisons).
     #[serde(skip)]
     pub test_ranks: Vec<usize>,
@@ -128,6 +130,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
+            precision: "f32",
             test_ranks: test,
         }
     }
@@ -175,6 +178,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
+            precision: "f32",
             test_ranks: test,
         })
     }
@@ -195,6 +199,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
+            precision: "f32",
             test_ranks: test,
         })
     }
@@ -234,7 +239,8 @@ fn member(dir: &Path) -> Result<(MovieLensVersion, DataSettings, Member), TrainE
 
 /// Evaluates checkpoints of any model type (grouped by dataset and data settings) with the
 /// popularity, EASE and transition baselines of each group, reading the catalogues under
-/// `database_root`. Each of `baselines` without a checkpoint adds a group of its own with the
+/// `database_root`. Each checkpoint gives a row per precision of `precisions`, in order (a
+/// network computes its dense layers in it; the others score the same). Each of `baselines` without a checkpoint adds a group of its own with the
 /// default data settings.
 pub fn evaluate_checkpoints(
     dirs: &[PathBuf],
@@ -242,6 +248,7 @@ pub fn evaluate_checkpoints(
     database_root: &Path,
     ease: &EaseSettings,
     transition: &TransitionGrid,
+    precisions: &[Precision],
 ) -> Result<EvaluationReport, TrainError> {
     let mut groups: Vec<CheckpointGroup> = Vec::new();
     for dir in dirs {
@@ -280,10 +287,18 @@ pub fn evaluate_checkpoints(
                     m.dir.display()
                 )));
             }
-            let (scores, architecture, _) =
-                load_scores(&m.dir).map_err(|e| TrainError::Invalid(e.to_string()))?;
-            let name = row_name(&m.dir, &rows);
-            rows.push(eval.scores_report(&name, &architecture, scores.as_ref(), Some(m.dir))?);
+            for &precision in precisions {
+                let (scores, architecture, _) = load_scores(&m.dir, precision)
+                    .map_err(|e| TrainError::Invalid(e.to_string()))?;
+                let mut name = row_name(&m.dir, &rows);
+                if precision != Precision::F32 {
+                    name = format!("{name} {precision}");
+                }
+                let mut row =
+                    eval.scores_report(&name, &architecture, scores.as_ref(), Some(m.dir.clone()))?;
+                row.precision = precision.name();
+                rows.push(row);
+            }
         }
         let comparisons = comparisons(&rows);
         datasets.push(DatasetReport {
@@ -447,6 +462,7 @@ mod tests {
             test: metrics,
             valid: metrics,
             sampled_test: metrics,
+            precision: "f32",
             test_ranks: ranks.to_vec(),
         }
     }

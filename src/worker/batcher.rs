@@ -192,6 +192,7 @@ mod tests {
                 checkpoint: String::new(),
                 items: 0,
                 max_len: 0,
+                precision: "f32".into(),
             }
         }
         fn recommend_batch(

@@ -358,6 +358,11 @@ fn the_redis_worker_serves_a_checkpoint_not_popularity() {
     assert_eq!(status, 200, "{done}");
     let result: &Value = &done["result"];
     assert_eq!(result["model"]["architecture"], "sasrec", "{done}");
+    // The default precision is bf16 exactly where the CPU says it has AVX-512 BF16.
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let bf16 = cpu.split_whitespace().any(|flag| flag == "avx512_bf16");
+    let precision = if bf16 { "bf16" } else { "f32" };
+    assert_eq!(result["model"]["precision"], precision, "{done}");
     assert_eq!(result["fallback"], false, "{done}");
     let items = result["items"].as_array().unwrap();
     assert_eq!(items.len(), 5);
@@ -394,6 +399,7 @@ fn finished_output(movie_id: i64) -> movierec::queue::JobOutput {
             checkpoint: String::new(),
             items: 3,
             max_len: 0,
+            precision: "f32".into(),
         },
         chosen_by: movierec::worker::ChosenBy::Split,
     }

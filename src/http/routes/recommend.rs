@@ -119,6 +119,8 @@ pub struct ModelView {
     pub checkpoint: String,
     pub items: usize,
     pub max_len: usize,
+    /// What the network's dense layers computed in: `f32` or `bf16`.
+    pub precision: String,
 }
 
 impl From<ModelInfo> for ModelView {
@@ -130,6 +132,7 @@ impl From<ModelInfo> for ModelView {
             checkpoint: m.checkpoint,
             items: m.items,
             max_len: m.max_len,
+            precision: m.precision,
         }
     }
 }
