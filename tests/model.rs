@@ -988,6 +988,61 @@ fn cli_trains_evaluates_and_recommends() {
     assert!(why.contains("exceed the cap of 10"), "{why}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("exceed the cap of 10"));
 
+    // Both precisions: a row each, bf16 paired against f32; only the f32 row is recorded.
+    let both = dir.path().join("both.json");
+    let out = Command::new(bin)
+        .arg("evaluate")
+        .arg("--checkpoint")
+        .arg(&ck)
+        .arg("--database-root")
+        .arg(&db_root)
+        .args([
+            "--ease-max-items",
+            "10",
+            "--precision",
+            "f32,bf16",
+            "--output",
+        ])
+        .arg(&both)
+        .output()
+        .unwrap();
+    if movierec::model::bf16_supported() {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&both).unwrap()).unwrap();
+        let rows = json["datasets"][0]["rows"].as_array().unwrap();
+        let last: Vec<(&str, &str)> = rows[2..]
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap(),
+                    r["precision"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let name = ck.file_name().unwrap().to_str().unwrap();
+        assert_eq!(last, [(name, "f32"), (&*format!("{name} bf16"), "bf16")]);
+        let comparisons = json["datasets"][0]["comparisons"].as_array().unwrap();
+        let against_f32 = comparisons
+            .iter()
+            .find(|c| c["model"] == format!("{name} bf16") && c["against"] == name)
+            .expect("bf16 against f32");
+        let diff = against_f32["test"]["ndcg_10"].as_f64().unwrap();
+        let ndcg = |r: &serde_json::Value| r["test"]["ndcg_10"].as_f64().unwrap();
+        assert!((diff - (ndcg(&rows[3]) - ndcg(&rows[2]))).abs() < 1e-9);
+        let recorded = CheckpointConfig::read(&ck).unwrap().metrics;
+        let recorded = recorded["test"]["ndcg_10"].as_f64().unwrap();
+        assert_eq!(recorded, ndcg(&rows[2]), "the f32 row is the one recorded");
+    } else {
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("AVX-512 BF16"), "{stderr}");
+    }
+
     let out = Command::new(bin)
         .arg("recommend")
         .arg("--checkpoint")

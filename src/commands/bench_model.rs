@@ -15,6 +15,7 @@ use movierec::recommend::{RecommendRequest, Recommender};
 use movierec::train::data::build_dataset;
 use movierec::train::{TrainOptions, train_on_dataset};
 
+use super::cpu_peak;
 use super::stats::{median, percentile};
 use super::torch_peer::{self, PeerCase, TorchPeer};
 use anyhow::bail;
@@ -59,8 +60,11 @@ pub struct ModelBenchArgs {
     pub precision: Vec<PrecisionChoice>,
 }
 
-/// The inference cases: one sequence `(length, items)`, timed call by call.
-const SINGLE_CASES: [(usize, usize); 3] = [(50, 1682), (200, 1682), (200, 9724)];
+/// The inference cases: one sequence `(length, items)`, timed call by call. The last has the
+/// items of the generated 25M-rating release (`bench catalogue`); the peers do not measure it.
+const SINGLE_CASES: [(usize, usize); 4] = [(50, 1682), (200, 1682), (200, 9724), (200, 62_423)];
+/// The single cases the peers measure too.
+const COMPARED_SINGLE: usize = 3;
 /// The inference cases: a batch of 64 sequences `(length, items)`.
 const BATCH_CASES: [(usize, usize); 2] = [(50, 1682), (200, 9724)];
 /// Sequences in a batch case.
@@ -97,8 +101,8 @@ fn random_recommender(
     let cfg = ModelConfig {
         architecture: arch,
         items,
-        hidden: 64,
-        layers: 2,
+        hidden: HIDDEN,
+        layers: LAYERS,
         heads,
         max_len: 200,
         dropout: 0.1,
@@ -301,20 +305,26 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
             ));
         }
     }
+    let medians: Vec<(Precision, Measured, Measured)> = precisions
+        .iter()
+        .zip(&ours)
+        .map(|(&precision, rounds)| {
+            let bert: Vec<&Measured> = rounds.iter().map(|(b, _)| b).collect();
+            let sasrec: Vec<&Measured> = rounds.iter().map(|(_, s)| s).collect();
+            (
+                precision,
+                Measured::median(&bert),
+                Measured::median(&sasrec),
+            )
+        })
+        .collect();
+    print_share_of_peak(&cpu_peak::measure(), &medians);
     let Some(peer) = peer else {
         return Ok(());
     };
     let theirs = torch_peer::median_cases(&theirs);
-    for (&precision, ours) in precisions.iter().zip(&ours) {
-        let bert: Vec<&Measured> = ours.iter().map(|(b, _)| b).collect();
-        let sasrec: Vec<&Measured> = ours.iter().map(|(_, s)| s).collect();
-        print_side_by_side(
-            &theirs,
-            &Measured::median(&bert),
-            &Measured::median(&sasrec),
-            rounds,
-            precision,
-        )?;
+    for (precision, bert, sasrec) in &medians {
+        print_side_by_side(&theirs, bert, sasrec, rounds, *precision)?;
     }
     if let Some(ours) = sasrec_epoch {
         let theirs = peer.run_sasrec_training("ml-100k", args.epochs.max(2))?;
@@ -326,6 +336,88 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Hidden size and blocks of the measured models.
+const HIDDEN: usize = 64;
+const LAYERS: usize = 2;
+
+/// Floating-point operations (a multiply-add is two) that scoring one sequence of `len` needs:
+/// every block's key and value projections for all positions, the other dense layers
+/// (query, output, the 4× feed-forward) for all positions but in the last block, attention over
+/// the keys each query sees (SASRec: itself and the past), BERT4Rec's head, and the scores of
+/// `items`. Padding and masked keys are not counted: this is the work the answer needs.
+fn flops_per_sequence(arch: Architecture, len: usize, items: usize) -> f64 {
+    let (d, l) = (HIDDEN as f64, len as f64);
+    let seen_keys = |query: f64| match arch {
+        Architecture::SasRec => query + 1.0,
+        Architecture::Bert4Rec => l,
+    };
+    let attention_all: f64 = (0..len).map(|q| 2.0 * d * seen_keys(q as f64)).sum();
+    let full_block = l * 12.0 * d * d + attention_all;
+    let last_block = l * 2.0 * d * d + 10.0 * d * d + 2.0 * d * seen_keys(l - 1.0);
+    let head = match arch {
+        Architecture::Bert4Rec => d * d,
+        Architecture::SasRec => 0.0,
+    };
+    2.0 * ((LAYERS - 1) as f64 * full_block + last_block + head + items as f64 * d)
+}
+
+/// What share of the measured peak each case reaches, per precision (`ours`: per precision,
+/// the median BERT4Rec and SASRec figures).
+fn print_share_of_peak(peak: &cpu_peak::Peak, ours: &[(Precision, Measured, Measured)]) {
+    let threads = rayon::current_num_threads();
+    println!(
+        "\nmeasured peak on {threads} threads: f32 {:.0} GFLOP/s ({} FMA){}",
+        peak.f32,
+        peak.f32_kind,
+        peak.bf16.map_or(String::new(), |p| format!(
+            ", bf16 {p:.0} GFLOP/s (vdpbf16ps)"
+        ))
+    );
+    print!("\n| case |");
+    for (precision, _, _) in ours {
+        print!(" BERT4Rec {precision} | SASRec {precision} |");
+    }
+    println!();
+    println!("|---|{}", "---|---|".repeat(ours.len()));
+    let cell = |arch, len, items, rate_per_s: f64, precision: Precision| {
+        let gflops = flops_per_sequence(arch, len, items) * rate_per_s / 1e9;
+        let peak = match precision {
+            Precision::F32 => Some(peak.f32),
+            Precision::Bf16 => peak.bf16,
+        };
+        match peak {
+            Some(p) => format!("{gflops:.1} GFLOP/s ({:.0} %)", 100.0 * gflops / p),
+            None => format!("{gflops:.1} GFLOP/s"),
+        }
+    };
+    for (i, &(len, items)) in SINGLE_CASES.iter().enumerate() {
+        print!("| 1 sequence, length {len}, {items} items |");
+        for (precision, bert, sasrec) in ours {
+            for (arch, m) in [
+                (Architecture::Bert4Rec, bert),
+                (Architecture::SasRec, sasrec),
+            ] {
+                let rate = 1e3 / m.single_p50_ms[i];
+                print!(" {} |", cell(arch, len, items, rate, *precision));
+            }
+        }
+        println!();
+    }
+    for (i, &(len, items)) in BATCH_CASES.iter().enumerate() {
+        print!("| batch {BATCH}, length {len}, {items} items |");
+        for (precision, bert, sasrec) in ours {
+            for (arch, m) in [
+                (Architecture::Bert4Rec, bert),
+                (Architecture::SasRec, sasrec),
+            ] {
+                let rate = m.batch_seq_per_s[i];
+                print!(" {} |", cell(arch, len, items, rate, *precision));
+            }
+        }
+        println!();
+    }
 }
 
 /// The precisions `choices` resolve to on this CPU, each once, in order.
@@ -376,7 +468,7 @@ fn print_side_by_side(
             fmt(ours.1)
         );
     };
-    for (i, (len, items)) in SINGLE_CASES.into_iter().enumerate() {
+    for (i, &(len, items)) in SINGLE_CASES[..COMPARED_SINGLE].iter().enumerate() {
         let Some(t) = torch_peer::find(peer, items, len, 1) else {
             bail!("the peers did not measure length {len}, {items} items, batch 1");
         };

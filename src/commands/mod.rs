@@ -5,6 +5,7 @@ pub mod bench_api;
 pub mod bench_catalogue;
 pub mod bench_model;
 pub mod child;
+pub mod cpu_peak;
 pub mod demo;
 pub mod dump;
 pub mod evaluate;

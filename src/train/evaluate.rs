@@ -7,6 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::data::SplitUser;
 use super::metrics::{RankingMetrics, full_rank, sampled_rank};
+use super::progress::ScoringProgress;
 use crate::model::SeqModel;
 
 /// Which held-out item is predicted.
@@ -110,6 +111,7 @@ pub fn model_ranks(
     let mut full = Vec::with_capacity(cases.len());
     let mut sampled = Vec::new();
     let output = model.output_matrix()?;
+    let mut progress = ScoringProgress::new(cases.len());
     for (b, chunk) in cases.chunks(batch_size.max(1)).enumerate() {
         let histories: Vec<&[u32]> = chunk.iter().map(|c| c.history.as_slice()).collect();
         let rows = model
@@ -123,6 +125,7 @@ pub fn model_ranks(
             &mut sampled,
             b * batch_size.max(1),
         );
+        progress.scored(full.len());
     }
     Ok((full, sampled))
 }
@@ -168,10 +171,12 @@ pub fn item_scores_ranks(
     let mut full = Vec::with_capacity(cases.len());
     let mut sampled = Vec::new();
     let batch = batch_size.max(1);
+    let mut progress = ScoringProgress::new(cases.len());
     for (b, chunk) in cases.chunks(batch).enumerate() {
         let histories: Vec<&[u32]> = chunk.iter().map(|c| c.history.as_slice()).collect();
         let rows = model.score_rows(&histories)?;
         ranks_from_rows(&rows, cases, negatives, &mut full, &mut sampled, b * batch);
+        progress.scored(full.len());
     }
     Ok((full, sampled))
 }

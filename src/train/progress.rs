@@ -89,6 +89,41 @@ impl Progress {
     }
 }
 
+/// A log line every 30 s over a long scoring pass (validation of a large catalogue takes
+/// minutes), whether or not a terminal shows a bar.
+pub(super) struct ScoringProgress {
+    ticker: Ticker,
+    started: Instant,
+    cases: usize,
+}
+
+impl ScoringProgress {
+    /// Progress over `cases` histories to score.
+    pub(super) fn new(cases: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            ticker: Ticker::new(now, LOG_EVERY),
+            started: now,
+            cases,
+        }
+    }
+
+    /// `done` histories are scored.
+    pub(super) fn scored(&mut self, done: usize) {
+        let now = Instant::now();
+        if done < self.cases && self.ticker.due(now) {
+            let elapsed = now - self.started;
+            tracing::info!(
+                scored = done,
+                cases = self.cases,
+                per_sec = %format!("{:.0}", done as f64 / elapsed.as_secs_f64().max(1e-9)),
+                eta = %clock(time_left(done, self.cases, elapsed)),
+                "scoring"
+            );
+        }
+    }
+}
+
 /// Says when a periodic line is due.
 struct Ticker {
     every: Duration,

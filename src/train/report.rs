@@ -287,10 +287,11 @@ pub fn evaluate_checkpoints(
                     m.dir.display()
                 )));
             }
+            let base = row_name(&m.dir, &rows);
             for &precision in precisions {
                 let (scores, architecture, _) = load_scores(&m.dir, precision)
                     .map_err(|e| TrainError::Invalid(e.to_string()))?;
-                let mut name = row_name(&m.dir, &rows);
+                let mut name = base.clone();
                 if precision != Precision::F32 {
                     name = format!("{name} {precision}");
                 }
