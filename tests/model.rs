@@ -161,8 +161,9 @@ fn a_split_batch_scores_each_history_as_alone_in_order() {
     }
 }
 
-/// bf16 inference (where the CPU has it) scores within bf16's rounding of f32, for both
-/// architectures and a padded batch; back in f32 the scores are f32's again, bit for bit.
+/// bf16 inference (where the CPU has it) scores within 1 % of f32's largest score (bf16 keeps 8
+/// bits, 0.4 % a rounding; measured 0.3-0.5 %), for both architectures and a padded batch;
+/// back in f32 the scores are f32's again, bit for bit.
 #[test]
 fn bf16_inference_stays_within_rounding_of_f32() {
     if !movierec::model::bf16_supported() {
@@ -179,9 +180,9 @@ fn bf16_inference_stays_within_rounding_of_f32() {
             ..tiny_cfg(arch, 300)
         };
         let (varmap, mut model) = fresh(&cfg, 9);
-        // Weights of a trained model's size, not the initial 0.02, so the layers matter.
+        // Weights nearer a trained model's (0.06, not the initial 0.02), so the layers matter.
         for var in varmap.all_vars() {
-            let scaled = (var.as_tensor() * 10.0).unwrap();
+            let scaled = (var.as_tensor() * 3.0).unwrap();
             var.set(&scaled).unwrap();
         }
         let histories: Vec<Vec<u32>> = (0..6u32)
@@ -211,7 +212,7 @@ fn bf16_inference_stays_within_rounding_of_f32() {
             "{arch:?}: bf16 gave f32's scores exactly: it did not run"
         );
         assert!(
-            largest <= 0.03 * spread,
+            largest <= 0.01 * spread,
             "{arch:?}: bf16 moved a score by {largest} (largest score {spread})"
         );
         model.set_precision(Precision::F32).unwrap();

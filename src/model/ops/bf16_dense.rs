@@ -156,7 +156,7 @@ impl PackedBf16 {
 /// Rows `(rows, inputs)` rounded to bf16 pairs, `pairs` words a row (odd inputs end in a zero).
 fn pack_rows(data: &[f32], rows: usize, inputs: usize, pairs: usize) -> Vec<u32> {
     #[cfg(target_arch = "x86_64")]
-    if inputs % 2 == 0 {
+    if inputs.is_multiple_of(2) {
         // SAFETY: reached only from a `PackedBf16` (the CPU has the instructions).
         return unsafe { kernel::pack_even_rows(&data[..rows * inputs]) };
     }
