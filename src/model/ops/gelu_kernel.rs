@@ -101,8 +101,55 @@ fn sum_loop(xs: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
 
+/// The largest of `xs` in eight lanes (NaN is passed over), so that it vectorizes.
+#[inline(always)]
+fn max_loop(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = if x > *lane { x } else { *lane };
+        }
+    }
+    lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+}
+
+/// The sum of `xs`, in eight lanes.
+pub(crate) fn sum(xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU was just found to support AVX2.
+        return unsafe { avx2::sum(xs) };
+    }
+    sum_loop(xs)
+}
+
+/// The largest of `xs` (NaN is passed over; `-inf` for none).
+pub(crate) fn row_max(xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU was just found to support AVX2.
+        return unsafe { avx2::max(xs) };
+    }
+    max_loop(xs)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    #[target_feature(enable = "avx2")]
+    pub(super) fn sum(xs: &[f32]) -> f32 {
+        super::sum_loop(xs)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn max(xs: &[f32]) -> f32 {
+        super::max_loop(xs)
+    }
+
     /// [`super::exp_shifted_loop`] then [`super::sum_loop`], compiled for AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) fn exp_sum(x: &mut [f32], shift: f32) -> f32 {
@@ -249,5 +296,29 @@ mod tests {
         }
         assert_eq!(fwd, plain_fwd);
         assert_eq!(bwd, plain_bwd);
+    }
+
+    /// The lane-wise max and sum against a plain fold and a double-precision sum, over lengths
+    /// with and without a tail, NaN passed over by the max.
+    #[test]
+    fn row_max_and_sum_agree_with_plain_folds() {
+        for len in [0usize, 1, 7, 8, 9, 1682, 1683] {
+            let mut xs: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1009) as f32 - 500.0) / 37.0)
+                .collect();
+            let want_max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(row_max(&xs), want_max, "max of {len}");
+            let want_sum: f64 = xs.iter().map(|&x| f64::from(x)).sum();
+            assert!(
+                (f64::from(sum(&xs)) - want_sum).abs() < 1e-3,
+                "sum of {len}"
+            );
+            if len > 3 {
+                xs[2] = f32::NAN;
+                // `f32::max` passes NaN over too.
+                let want = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(row_max(&xs), want, "max of {len} with a NaN");
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::fused::{column_sums, vector, with_rows};
+use super::gelu_kernel::{exp_in_place, row_max, sum};
 
 /// What the forward pass leaves for the backward pass: per row, `exp(x + b - max)` and
 /// `1 / Σ exp(x + b - max)`.
@@ -77,36 +78,43 @@ impl RowCrossEntropy {
     fn softmax(&self, data: &[f32], v: usize, bias: Option<&[f32]>) -> (Softmax, Vec<f32>) {
         let n = self.targets.len();
         let smoothing = self.smoothing;
-        let mut exps = vec![0f32; data.len()];
+        // Every element is written (the logits, plus the bias) before it is read, so the
+        // buffer, as large as the logits, is not zeroed first.
+        let mut exps: Vec<f32> = Vec::with_capacity(data.len());
         let mut inv_sums = vec![0f32; n];
         let mut losses = vec![0f32; n];
-        exps.par_chunks_exact_mut(v)
-            .zip(data.par_chunks_exact(v))
-            .zip(inv_sums.par_iter_mut().zip(losses.par_iter_mut()))
-            .zip(self.targets.par_iter())
-            .for_each(|(((e, row), (inv, loss)), &t)| {
-                match bias {
-                    Some(b) => e.iter_mut().zip(row).zip(b).for_each(|((e, &x), &b)| {
-                        *e = x + b;
-                    }),
-                    None => e.copy_from_slice(row),
-                }
-                let target = e[t as usize];
-                let max = e.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let (mut sum, mut total) = (0f32, 0f32);
-                for x in e.iter_mut() {
-                    total += *x;
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                *inv = 1.0 / sum;
-                let lse = max + sum.ln();
-                *loss = lse - target;
-                if smoothing > 0.0 {
-                    let mean = total / e.len() as f32;
-                    *loss = (1.0 - smoothing) * *loss + smoothing * (lse - mean);
-                }
-            });
+        {
+            let spare = &mut exps.spare_capacity_mut()[..data.len()];
+            // SAFETY: `MaybeUninit<f32>` and `f32` have the same layout; each row of the slice
+            // is written whole (copied or summed from `data`) before it is read.
+            let rows: &mut [f32] =
+                unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len()) };
+            rows.par_chunks_exact_mut(v)
+                .zip(data.par_chunks_exact(v))
+                .zip(inv_sums.par_iter_mut().zip(losses.par_iter_mut()))
+                .zip(self.targets.par_iter())
+                .for_each(|(((e, row), (inv, loss)), &t)| {
+                    match bias {
+                        Some(b) => e.iter_mut().zip(row).zip(b).for_each(|((e, &x), &b)| {
+                            *e = x + b;
+                        }),
+                        None => e.copy_from_slice(row),
+                    }
+                    let target = e[t as usize];
+                    let max = row_max(e);
+                    let total = if smoothing > 0.0 { sum(e) } else { 0.0 };
+                    let sum = exp_in_place(e, max);
+                    *inv = 1.0 / sum;
+                    let lse = max + sum.ln();
+                    *loss = lse - target;
+                    if smoothing > 0.0 {
+                        let mean = total / e.len() as f32;
+                        *loss = (1.0 - smoothing) * *loss + smoothing * (lse - mean);
+                    }
+                });
+        }
+        // SAFETY: the rows above wrote all `data.len()` elements.
+        unsafe { exps.set_len(data.len()) };
         (Softmax { exps, inv_sums }, losses)
     }
 
