@@ -909,17 +909,21 @@ fn cli_trains_evaluates_and_recommends() {
     assert_eq!(cfg.model.architecture, Architecture::Bert4Rec);
     assert!(cfg.best_epoch == 2 || cfg.best_epoch == 4);
 
+    let evaluate = |extra: &[&str], output: &Path| {
+        Command::new(bin)
+            .arg("evaluate")
+            .arg("--checkpoint")
+            .arg(&ck)
+            .arg("--database-root")
+            .arg(&db_root)
+            .args(extra)
+            .arg("--output")
+            .arg(output)
+            .output()
+            .unwrap()
+    };
     let report = dir.path().join("report.json");
-    let out = Command::new(bin)
-        .arg("evaluate")
-        .arg("--checkpoint")
-        .arg(&ck)
-        .arg("--database-root")
-        .arg(&db_root)
-        .arg("--output")
-        .arg(&report)
-        .output()
-        .unwrap();
+    let out = evaluate(&[], &report);
     assert!(
         out.status.success(),
         "{}",
@@ -966,16 +970,7 @@ fn cli_trains_evaluates_and_recommends() {
 
     // Over the item cap, EASE is skipped with a message that says why.
     let capped = dir.path().join("capped.json");
-    let out = Command::new(bin)
-        .arg("evaluate")
-        .arg("--checkpoint")
-        .arg(&ck)
-        .arg("--database-root")
-        .arg(&db_root)
-        .args(["--ease-max-items", "10", "--output"])
-        .arg(&capped)
-        .output()
-        .unwrap();
+    let out = evaluate(&["--ease-max-items", "10"], &capped);
     assert!(out.status.success());
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&capped).unwrap()).unwrap();
@@ -991,22 +986,10 @@ fn cli_trains_evaluates_and_recommends() {
 
     // Both precisions: a row each, bf16 paired against f32; only the f32 row is recorded.
     let both = dir.path().join("both.json");
-    let out = Command::new(bin)
-        .arg("evaluate")
-        .arg("--checkpoint")
-        .arg(&ck)
-        .arg("--database-root")
-        .arg(&db_root)
-        .args([
-            "--ease-max-items",
-            "10",
-            "--precision",
-            "f32,bf16",
-            "--output",
-        ])
-        .arg(&both)
-        .output()
-        .unwrap();
+    let out = evaluate(
+        &["--ease-max-items", "10", "--precision", "f32,bf16"],
+        &both,
+    );
     if movierec::model::bf16_supported() {
         assert!(
             out.status.success(),
