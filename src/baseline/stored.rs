@@ -403,7 +403,7 @@ pub fn info(config: &BaselineConfig, dir: &Path) -> ModelInfo {
             .unwrap_or_default(),
         items: config.vocab.len(),
         max_len,
-        precision: "f32".into(),
+        precision: crate::model::Precision::F32,
     }
 }
 

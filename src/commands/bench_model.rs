@@ -286,7 +286,7 @@ pub fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     } else {
         1
     };
-    let precisions = resolve_precisions(&args.precision)?;
+    let precisions = PrecisionChoice::resolve_all(&args.precision)?;
     let mut theirs = Vec::new();
     // Per precision, per round: (BERT4Rec, SASRec).
     let mut ours: Vec<Vec<(Measured, Measured)>> = precisions.iter().map(|_| Vec::new()).collect();
@@ -392,44 +392,27 @@ fn print_share_of_peak(peak: &cpu_peak::Peak, ours: &[(Precision, Measured, Meas
             None => format!("{gflops:.1} GFLOP/s"),
         }
     };
-    for (i, &(len, items)) in SINGLE_CASES.iter().enumerate() {
-        print!("| 1 sequence, length {len}, {items} items |");
+    // Sequences per second of a case, from what was measured.
+    let row = |label: String, len, items, rate: &dyn Fn(&Measured) -> f64| {
+        print!("| {label} |");
         for (precision, bert, sasrec) in ours {
             for (arch, m) in [
                 (Architecture::Bert4Rec, bert),
                 (Architecture::SasRec, sasrec),
             ] {
-                let rate = 1e3 / m.single_p50_ms[i];
-                print!(" {} |", cell(arch, len, items, rate, *precision));
+                print!(" {} |", cell(arch, len, items, rate(m), *precision));
             }
         }
         println!();
+    };
+    for (i, &(len, items)) in SINGLE_CASES.iter().enumerate() {
+        let label = format!("1 sequence, length {len}, {items} items");
+        row(label, len, items, &|m| 1e3 / m.single_p50_ms[i]);
     }
     for (i, &(len, items)) in BATCH_CASES.iter().enumerate() {
-        print!("| batch {BATCH}, length {len}, {items} items |");
-        for (precision, bert, sasrec) in ours {
-            for (arch, m) in [
-                (Architecture::Bert4Rec, bert),
-                (Architecture::SasRec, sasrec),
-            ] {
-                let rate = m.batch_seq_per_s[i];
-                print!(" {} |", cell(arch, len, items, rate, *precision));
-            }
-        }
-        println!();
+        let label = format!("batch {BATCH}, length {len}, {items} items");
+        row(label, len, items, &|m| m.batch_seq_per_s[i]);
     }
-}
-
-/// The precisions `choices` resolve to on this CPU, each once, in order.
-fn resolve_precisions(choices: &[PrecisionChoice]) -> anyhow::Result<Vec<Precision>> {
-    let mut out = Vec::new();
-    for choice in choices {
-        let precision = choice.resolve()?;
-        if !out.contains(&precision) {
-            out.push(precision);
-        }
-    }
-    Ok(out)
 }
 
 /// The markdown table of both implementations per case, with movierec's lead (PyTorch's time

@@ -50,13 +50,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         lambdas: args.ease_lambdas,
         max_items: args.ease_max_items,
     };
-    let mut precisions = Vec::new();
-    for choice in &args.precision {
-        let precision = choice.resolve()?;
-        if !precisions.contains(&precision) {
-            precisions.push(precision);
-        }
-    }
+    let precisions = PrecisionChoice::resolve_all(&args.precision)?;
     let report = evaluate_checkpoints(
         &args.checkpoints,
         &args.versions,
@@ -83,7 +77,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             .datasets
             .iter()
             .flat_map(|d| &d.rows)
-            .filter(|r| r.precision == Precision::F32.name());
+            .filter(|r| r.precision == Precision::F32);
         for row in rows {
             if let Some(dir) = &row.checkpoint {
                 checkpoint::record_evaluation(dir, &row.valid, &row.test, now)

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::model::Precision;
 use crate::queue::{QueueError, WorkerPresence, WorkerRegistry};
 use crate::recommend::{ModelSource, Serving};
 use crate::worker::LiveModels;
@@ -37,7 +38,8 @@ pub struct WorkerView {
     /// Checkpoint directory name (empty for popularity).
     pub checkpoint: String,
     /// What its network computes the dense layers in: `f32` or `bf16`.
-    pub precision: String,
+    #[schema(value_type = String)]
+    pub precision: Precision,
     /// Jobs it has finished since it started, as of its last heartbeat (`null` for the
     /// embedded model, whose requests `/metrics` counts).
     pub jobs_done: Option<u64>,
@@ -52,7 +54,7 @@ impl WorkerView {
             source: serving.source,
             architecture: serving.model.architecture.clone(),
             checkpoint: serving.model.checkpoint.clone(),
-            precision: serving.model.precision.clone(),
+            precision: serving.model.precision,
         }
     }
 }

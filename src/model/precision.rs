@@ -5,9 +5,11 @@ use std::fmt;
 
 use super::ModelError;
 
-/// What a loaded model computes its dense layers in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a loaded model computes its dense layers in; serialized as its [`name`](Self::name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
+    #[default]
     F32,
     Bf16,
 }
@@ -51,6 +53,19 @@ impl PrecisionChoice {
             PrecisionChoice::Bf16 if bf16 => Ok(Precision::Bf16),
             PrecisionChoice::Bf16 => Err(ModelError::Bf16Unsupported),
         }
+    }
+
+    /// The precisions `choices` run here, each once, in order (`f32,auto` is one precision on a
+    /// CPU without bf16).
+    pub fn resolve_all(choices: &[PrecisionChoice]) -> Result<Vec<Precision>, ModelError> {
+        let mut out = Vec::with_capacity(choices.len());
+        for choice in choices {
+            let precision = choice.resolve()?;
+            if !out.contains(&precision) {
+                out.push(precision);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -5,11 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{JobOutput, QueueError};
+use crate::model::Precision;
 use crate::recommend::{ModelInfo, Recommendation, ScoredMovie};
 use crate::worker::ChosenBy;
-
-/// The precision most models answer in, left out of the stored form.
-const F32: &str = "f32";
 
 /// Architecture, dataset, checkpoint, items, max_len.
 type ModelTuple = (String, String, String, usize, usize);
@@ -33,7 +31,7 @@ struct Stored {
     requested: bool,
     /// The model's precision where it is not f32.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
-    precision: Option<String>,
+    precision: Option<Precision>,
 }
 
 /// A final outcome in its stored form.
@@ -56,7 +54,7 @@ pub(super) fn encode(outcome: &Result<JobOutput, String>) -> Result<String, Queu
                     m.max_len,
                 )),
                 requested: out.chosen_by == ChosenBy::Request,
-                precision: (m.precision != F32).then(|| m.precision.clone()),
+                precision: (m.precision != Precision::F32).then_some(m.precision),
             }
         }
         Err(e) => Stored {
@@ -101,7 +99,7 @@ pub(super) fn decode(raw: &str) -> Result<Result<JobOutput, String>, QueueError>
             checkpoint,
             items,
             max_len,
-            precision: s.precision.unwrap_or_else(|| F32.to_owned()),
+            precision: s.precision.unwrap_or_default(),
         },
         chosen_by: if s.requested {
             ChosenBy::Request
@@ -133,7 +131,7 @@ mod tests {
                 checkpoint: "resources/checkpoints/ml-100k-sasrec".into(),
                 items: 1682,
                 max_len: 200,
-                precision: "bf16".into(),
+                precision: Precision::Bf16,
             },
             chosen_by: ChosenBy::Request,
         }
@@ -155,7 +153,7 @@ mod tests {
         });
         assert_eq!(decode(&encode(&empty).unwrap()).unwrap(), empty);
         let mut f32 = output();
-        f32.model.precision = F32.into();
+        f32.model.precision = Precision::F32;
         let stored = encode(&Ok(f32.clone())).unwrap();
         assert!(!stored.contains("\"p\""), "{stored}");
         assert_eq!(decode(&stored).unwrap(), Ok(f32));

@@ -195,7 +195,7 @@ mod tests {
                 checkpoint: String::new(),
                 items: 10,
                 max_len: 0,
-                precision: "f32".into(),
+                precision: crate::model::Precision::F32,
             },
             chosen_by: ChosenBy::Request,
         };

@@ -57,7 +57,7 @@ pub fn model_info(cfg: &CheckpointConfig, dir: &Path) -> ModelInfo {
             .unwrap_or_default(),
         items: cfg.model.items,
         max_len: cfg.model.max_len,
-        precision: Precision::F32.name().to_owned(),
+        precision: Precision::F32,
     }
 }
 
@@ -87,7 +87,7 @@ impl Recommender {
         dir: &Path,
     ) -> Result<Self, RecommendError> {
         let info = ModelInfo {
-            precision: model.precision().name().to_owned(),
+            precision: model.precision(),
             ..model_info(&cfg, dir)
         };
         let scores = Box::new(NetworkScores::new(model)?);

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Precision;
+
 /// One request: a history (MovieLens ids, oldest first), movies never to return, and how many.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecommendRequest {
@@ -43,14 +45,10 @@ pub struct ModelInfo {
     /// Longest history the model reads; longer ones keep their most recent items.
     pub max_len: usize,
     /// What the network's dense layers compute in: `f32`, or `bf16` where the CPU has
-    /// AVX-512 BF16 and `RECSYS_PRECISION` allows it; `f32` for the other models.
-    #[serde(default = "f32_name")]
-    pub precision: String,
-}
-
-/// The precision of a [`ModelInfo`] that does not say (an older worker's answer).
-fn f32_name() -> String {
-    "f32".to_owned()
+    /// AVX-512 BF16 and `RECSYS_PRECISION` allows it; `f32` for the other models (and for an
+    /// older worker's answer, which does not say).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl ModelInfo {
@@ -72,7 +70,7 @@ impl ModelInfo {
             checkpoint: String::new(),
             items,
             max_len: 0,
-            precision: f32_name(),
+            precision: Precision::F32,
         }
     }
 }

@@ -41,7 +41,7 @@ pub struct ModelReport {
     /// SAMPLED protocol (100 popularity negatives), test item. Not comparable to full ranking.
     pub sampled_test: RankingMetrics,
     /// What a network's dense layers computed in (`f32` or `bf16`); `f32` for the others.
-    pub precision: &'static str,
+    pub precision: Precision,
     /// Full-ranking test rank per user, in the split's order (for paired comparisons).
     #[serde(skip)]
     pub test_ranks: Vec<usize>,
@@ -130,7 +130,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
-            precision: "f32",
+            precision: Precision::F32,
             test_ranks: test,
         }
     }
@@ -178,7 +178,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
-            precision: "f32",
+            precision: Precision::F32,
             test_ranks: test,
         })
     }
@@ -199,7 +199,7 @@ impl EvalSplit {
             test: RankingMetrics::from_ranks(&test),
             valid: RankingMetrics::from_ranks(&valid),
             sampled_test: RankingMetrics::from_ranks(&sampled),
-            precision: "f32",
+            precision: Precision::F32,
             test_ranks: test,
         })
     }
@@ -297,7 +297,7 @@ pub fn evaluate_checkpoints(
                 }
                 let mut row =
                     eval.scores_report(&name, &architecture, scores.as_ref(), Some(m.dir.clone()))?;
-                row.precision = precision.name();
+                row.precision = precision;
                 rows.push(row);
             }
         }
@@ -463,7 +463,7 @@ mod tests {
             test: metrics,
             valid: metrics,
             sampled_test: metrics,
-            precision: "f32",
+            precision: crate::model::Precision::F32,
             test_ranks: ranks.to_vec(),
         }
     }

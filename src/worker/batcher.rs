@@ -192,7 +192,7 @@ mod tests {
                 checkpoint: String::new(),
                 items: 0,
                 max_len: 0,
-                precision: "f32".into(),
+                precision: crate::model::Precision::F32,
             }
         }
         fn recommend_batch(

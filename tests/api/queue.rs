@@ -399,7 +399,7 @@ fn finished_output(movie_id: i64) -> movierec::queue::JobOutput {
             checkpoint: String::new(),
             items: 3,
             max_len: 0,
-            precision: "f32".into(),
+            precision: movierec::model::Precision::F32,
         },
         chosen_by: movierec::worker::ChosenBy::Split,
     }

@@ -162,7 +162,7 @@ mod tests {
             checkpoint: "\"><img src=x onerror=alert(1)>".into(),
             items: 3,
             max_len: 20,
-            precision: "f32".into(),
+            precision: crate::model::Precision::F32,
         };
         let html = IndexPage {
             model: Some(&info),

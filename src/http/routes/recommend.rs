@@ -12,6 +12,7 @@ use crate::http::auth::authorize;
 use crate::http::body::read_body;
 use crate::http::json_body::{BadValue, BodyError, parse_object};
 use crate::http::{ApiError, AppState, Limits, MAX_BODY_BYTES, MAX_WAIT_MS};
+use crate::model::Precision;
 use crate::queue::{JobId, JobState, JobStatus, Route};
 use crate::recommend::{ModelInfo, RecommendRequest};
 use crate::registry::specs;
@@ -120,7 +121,8 @@ pub struct ModelView {
     pub items: usize,
     pub max_len: usize,
     /// What the network's dense layers computed in: `f32` or `bf16`.
-    pub precision: String,
+    #[schema(value_type = String)]
+    pub precision: Precision,
 }
 
 impl From<ModelInfo> for ModelView {
