@@ -120,24 +120,35 @@ impl PackedBf16 {
     fn rows(&self, data: &[f32], rows: usize) -> Vec<f32> {
         use rayon::prelude::*;
         let (k, n) = (self.inputs, self.outputs);
-        let mut out = vec![0f32; rows * n];
         if n == 0 || rows == 0 {
-            return out;
+            return Vec::new();
         }
-        let threads = rayon::current_num_threads();
-        if threads > 1 && rows * k * n >= SPLIT_WORK {
-            // One even share of whole register blocks per thread.
-            let share = rows.div_ceil(threads).div_ceil(ROWS) * ROWS;
-            out.par_chunks_mut(share * n)
-                .zip(data.par_chunks(share * k))
-                .for_each(|(out, data)| self.block_rows(data, out));
-        } else {
-            self.block_rows(data, &mut out);
+        // Every element is written by `block_rows` (the destination is never read), so the
+        // buffer, as large as the layer's output, is not zeroed first.
+        let mut out: Vec<f32> = Vec::with_capacity(rows * n);
+        {
+            let spare = &mut out.spare_capacity_mut()[..rows * n];
+            // SAFETY: `MaybeUninit<f32>` and `f32` have the same layout; the slice is only
+            // written, never read, before `set_len`.
+            let dst: &mut [f32] =
+                unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len()) };
+            let threads = rayon::current_num_threads();
+            if threads > 1 && rows * k * n >= SPLIT_WORK {
+                // One even share of whole register blocks per thread.
+                let share = rows.div_ceil(threads).div_ceil(ROWS) * ROWS;
+                dst.par_chunks_mut(share * n)
+                    .zip(data.par_chunks(share * k))
+                    .for_each(|(out, data)| self.block_rows(data, out));
+            } else {
+                self.block_rows(data, dst);
+            }
         }
+        // SAFETY: `block_rows` wrote every row and column above.
+        unsafe { out.set_len(rows * n) };
         out
     }
 
-    /// The product for the rows of `data` into `out` on this thread.
+    /// The product for the rows of `data` into `out` on this thread; writes every element.
     fn block_rows(&self, data: &[f32], out: &mut [f32]) {
         let rows = out.len() / self.outputs;
         let packed = pack_rows(data, rows, self.inputs, self.pairs);
@@ -148,8 +159,12 @@ impl PackedBf16 {
         unsafe {
             kernel::product(self, &packed, rows, out);
         }
+        // Unreachable (no `PackedBf16` is built off x86-64); it still writes every element.
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = packed;
+        {
+            let _ = packed;
+            out.fill(0.0);
+        }
     }
 }
 

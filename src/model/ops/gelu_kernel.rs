@@ -1,5 +1,5 @@
 //! The elementwise loops of exact (erf-based) GELU and its derivative, and of the softmax's
-//! exponentials, branch-free so that they vectorize, with a runtime switch to an AVX2 build of the same loops on CPUs that have it (the
+//! exponentials, row maximum and sum, branch-free so that they vectorize, with a runtime switch to an AVX2 build of the same loops on CPUs that have it (the
 //! x86-64 baseline is SSE2). No fused multiply-add is used, so both builds give the same bits.
 //!
 //! `Φ(x) = erfc(-x/√2) / 2` comes from the Numerical Recipes `erfcc` rational approximation
