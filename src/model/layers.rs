@@ -9,9 +9,10 @@ use super::ModelConfig;
 use super::Precision;
 use super::dropout::{DropoutRng, dropout};
 use super::ops::attention::{self, KeyMask};
+use super::ops::attention_train::{AttentionDropout, attend_train};
 use super::ops::bf16_dense::PackedBf16;
-use super::ops::fused::{add_row, gelu, layer_norm, softmax_last_dim};
-use super::ops::matmul::{batched_matmul, matmul_t};
+use super::ops::fused::{add_row, gelu, layer_norm};
+use super::ops::matmul::matmul_t;
 
 /// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): one op of
 /// [`super::ops::fused`], scale and shift included.
@@ -88,8 +89,8 @@ impl Linear {
     }
 }
 
-/// Multi-head self-attention via matmul and an additive mask (0 where allowed, a large negative
-/// number where not); there is no usable fused attention kernel on the CPU.
+/// Multi-head self-attention: the dense projections, then one attention op that leaves the
+/// masked keys out ([`attend_train`] in training, [`attention::attend`] at inference).
 struct SelfAttention {
     query: Linear,
     key: Linear,
@@ -114,18 +115,18 @@ impl SelfAttention {
         })
     }
 
-    /// `xs`: rows `(B*T, H)`; `mask`: additive, broadcastable to `(B, heads, T, T)`.
+    /// `xs`: rows `(B*T, H)`; `mask`: each sequence's padding, and whether the future is off.
     fn forward(
         &self,
         xs: &Tensor,
         bt: (usize, usize),
-        mask: &Tensor,
+        mask: &KeyMask,
         rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
         self.attend(xs, bt, Pass::Train { rng, mask })
     }
 
-    /// Inference: no dropout, and the fused softmax, which has no backward pass. With
+    /// Inference: no dropout and no backward pass. With
     /// `last_only` only the last row of each sequence is a query and the result is `(B, H)`
     /// (otherwise `(B*T, H)`, as `forward`); every row is still a key and a value.
     fn infer(
@@ -176,11 +177,11 @@ impl SelfAttention {
         );
         let ctx = match pass {
             Pass::Train { rng, mask } => {
-                let scores = batched_matmul(&q, &k, true, scale)?
-                    .reshape((b, self.heads, rows, t))?
-                    .broadcast_add(mask)?;
-                let probs = dropout(&softmax_last_dim(&scores)?, self.dropout, rng)?;
-                batched_matmul(&probs.reshape((bh, rows, t))?, &v, false, 1.0)?
+                let dropout = rng.map(|rng| AttentionDropout {
+                    p: self.dropout,
+                    seed: rng.next_seed(),
+                });
+                attend_train(&q, &k, &v, self.heads, mask.clone(), scale, dropout)?
             }
             Pass::Infer { mask, .. } => attention::attend(&q, &k, &v, self.heads, mask, scale)?,
         };
@@ -202,12 +203,12 @@ impl SelfAttention {
     }
 }
 
-/// How attention runs: training (backward pass, an additive mask broadcastable to `(B, heads,
-/// T, T)`, dropout when a generator is given) or inference (the mask inside the softmax).
+/// How attention runs: training (backward pass, dropout when a generator is given) or
+/// inference.
 enum Pass<'a> {
     Train {
         rng: Option<&'a mut DropoutRng>,
-        mask: &'a Tensor,
+        mask: &'a KeyMask,
     },
     Infer {
         last_only: bool,
@@ -253,7 +254,7 @@ impl EncoderBlock {
         &self,
         xs: &Tensor,
         bt: (usize, usize),
-        mask: &Tensor,
+        mask: &KeyMask,
         mut rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
         let normed = self.attention_norm.forward(xs)?;

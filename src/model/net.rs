@@ -6,7 +6,7 @@
 //! SASRec (Kang & McAuley 2018) scales the item embeddings by √hidden, adds the positions
 //! without a layer norm, and scores the encoder's (final-normed) output directly.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -15,7 +15,6 @@ use super::dropout::{DropoutRng, dropout};
 use super::layers::{EncoderBlock, LayerNorm, Linear};
 use super::ops::attention::KeyMask;
 use super::ops::fused::{add_row, gelu};
-use super::ops::matmul::matmul_t;
 use super::{ModelConfig, ModelError, Precision};
 
 /// The additive value that switches a key off in attention.
@@ -127,7 +126,7 @@ impl SeqModel {
             None => xs,
         };
         let mut xs = dropout(&xs, self.cfg.dropout, rng.as_deref_mut())?;
-        let mask = self.attention_mask(ids)?;
+        let mask = self.key_mask(ids)?;
         for block in &self.blocks {
             xs = block.forward(&xs, (b, t), &mask, rng.as_deref_mut())?;
         }
@@ -202,9 +201,9 @@ impl SeqModel {
         label_smoothing: f32,
     ) -> Result<Tensor> {
         let movies = self.item_embeddings.narrow(0, 0, self.cfg.items)?;
-        let logits = matmul_t(&self.head(hidden)?, &movies)?;
-        super::ops::loss::cross_entropy_with_bias(
-            &logits,
+        super::ops::loss::head_cross_entropy(
+            &self.head(hidden)?,
+            &movies,
             &self.output_bias,
             targets,
             label_smoothing,
@@ -340,7 +339,7 @@ impl SeqModel {
         self.score_last_against(&ids, output)
     }
 
-    /// Inference's mask: each sequence's left padding (padding only leads: [`pad_left`]), and
+    /// The attention mask: each sequence's left padding (padding only leads: [`pad_left`]), and
     /// whether the future is off.
     fn key_mask(&self, ids: &Tensor) -> Result<KeyMask> {
         let pad = self.cfg.pad();
@@ -356,21 +355,6 @@ impl SeqModel {
             pads,
             causal: self.cfg.architecture.causal(),
         })
-    }
-
-    /// The additive attention mask: padding keys are off; for SASRec, so are future keys.
-    fn attention_mask(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let pad = (ids.eq(self.cfg.pad())?.to_dtype(DType::F32)? * MASKED)?;
-        let pad = pad.reshape((b, 1, 1, t))?;
-        if !self.cfg.architecture.causal() {
-            return Ok(pad);
-        }
-        let causal: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j > i { MASKED as f32 } else { 0.0 }))
-            .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, t, t), ids.device())?;
-        pad.broadcast_add(&causal)
     }
 }
 

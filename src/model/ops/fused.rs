@@ -1,9 +1,10 @@
-//! Row-wise softmax and normalisation, and elementwise GELU, as single ops with a backward pass.
+//! Row-wise normalisation, a row added to every row, and elementwise GELU, as single ops with a
+//! backward pass.
 //!
-//! candle 0.11's fused `softmax_last_dim` and `layer_norm` have no backward pass, and composing
-//! them from tensor ops (max, subtract, exp, sum, divide; mean, subtract, square, mean, sqrt,
-//! divide) reads and allocates the whole tensor once per op, forward and backward. These ops
-//! read their input once forward and write the gradient once backward.
+//! candle 0.11's fused `layer_norm` has no backward pass, and composing it from tensor ops
+//! (mean, subtract, square, mean, sqrt, divide) reads and allocates the whole tensor once per
+//! op, forward and backward. These ops read their input once forward and write the gradient
+//! once backward.
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
@@ -13,7 +14,11 @@ use rayon::prelude::*;
 use super::gelu_kernel;
 
 /// The contiguous `f32` data of `layout` in `storage`, and its last dimension.
-fn rows<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<(&'a [f32], usize)> {
+pub(crate) fn rows<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<(&'a [f32], usize)> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op} expects f32");
     };
@@ -83,50 +88,6 @@ fn map_row_pairs(
         }
     }
     out
-}
-
-/// Softmax over the last dimension.
-struct SoftmaxRows;
-
-impl CustomOp1 for SoftmaxRows {
-    fn name(&self) -> &'static str {
-        "softmax-rows"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (data, width) = rows(storage, layout, self.name())?;
-        let out = map_rows(data, width, |row, dst| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (d, &x) in dst.iter_mut().zip(row) {
-                *d = (x - max).exp();
-                sum += *d;
-            }
-            let inv = 1.0 / sum;
-            dst.iter_mut().for_each(|d| *d *= inv);
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-
-    /// `dx = y ⊙ (g − Σ g ⊙ y)` per row, with `y` the softmax.
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = with_rows(res, self.name(), |y, width| {
-            with_rows(grad_res, self.name(), |g, _| {
-                Ok(map_row_pairs(y, g, width, |yr, gr, dst| {
-                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                    for ((d, &yv), &gv) in dst.iter_mut().zip(yr).zip(gr) {
-                        *d = yv * (gv - dot);
-                    }
-                }))
-            })
-        })?;
-        Ok(Some(Tensor::from_vec(grad, res.shape(), res.device())?))
-    }
-}
-
-/// Softmax over the last dimension of an `f32` tensor, with a backward pass.
-pub(crate) fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
-    xs.contiguous()?.apply_op1(SoftmaxRows)
 }
 
 /// The mean and `1 / sqrt(var + eps)` of a row (the biased variance).
@@ -384,11 +345,6 @@ mod tests {
     }
 
     #[test]
-    fn softmax_matches_candle_in_value_and_gradient() -> Result<()> {
-        agree(softmax_last_dim, |x| candle_nn::ops::softmax(x, D::Minus1))
-    }
-
-    #[test]
     fn gelu_matches_candle_in_value_and_gradient() -> Result<()> {
         agree(gelu, |x| x.gelu_erf())?;
         // Split over threads, the values stay within 1e-6 of candle's.
@@ -477,27 +433,6 @@ mod tests {
         let v = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu)?;
         assert!(add_row(&x, &v).is_err());
         assert!(layer_norm(&x, &v, &v, 1e-5).is_err());
-        Ok(())
-    }
-
-    #[test]
-    fn large_inputs_split_over_threads_give_the_same_softmax() -> Result<()> {
-        let (rows, width) = (PARALLEL_ELEMENTS / 64 + 3, 64);
-        let x = input(rows, width)?;
-        let ours = softmax_last_dim(x.as_tensor())?.to_vec2::<f32>()?;
-        let theirs = candle_nn::ops::softmax_last_dim(x.as_tensor())?.to_vec2::<f32>()?;
-        for (p, q) in ours.iter().flatten().zip(theirs.iter().flatten()) {
-            assert!((p - q).abs() < 1e-6, "{p} vs {q}");
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn a_masked_key_gets_no_weight() -> Result<()> {
-        let x = Tensor::new(&[[0.5f32, -1e9, 2.0]], &Device::Cpu)?;
-        let y = softmax_last_dim(&x)?.to_vec2::<f32>()?;
-        assert_eq!(y[0][1], 0.0);
-        assert!((y[0][0] + y[0][2] - 1.0).abs() < 1e-6);
         Ok(())
     }
 }

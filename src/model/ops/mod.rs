@@ -3,6 +3,7 @@
 //! inference's attention with the mask applied by leaving keys out.
 
 pub(crate) mod attention;
+pub(crate) mod attention_train;
 pub(crate) mod bf16_dense;
 pub(crate) mod fused;
 mod gelu_kernel;
