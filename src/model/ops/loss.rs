@@ -3,7 +3,8 @@
 //! `candle_nn::loss::cross_entropy` composes log-softmax from half a dozen tensor ops, each
 //! reading and allocating a `(positions × items)` buffer, and backpropagates through every one.
 //! With a full item vocabulary that buffer is the largest of the step (ml-latest-small: tens of
-//! megabytes per batch). This op adds the per-item output bias, reads the logits once forward
+//! megabytes per batch). The head's op computes the logits itself, `h · itemsᵀ + b`, so that
+//! they never become a tensor of the graph; it reads them once forward
 //! (keeping the exponentials for the backward pass), and writes the gradient once backward:
 //! `softmax(x) - onehot(target)`, scaled by the incoming gradient; the bias gradient is its
 //! column sums. Rows are spread over the rayon pool.
@@ -13,11 +14,12 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fused::{column_sums, vector, with_rows};
+use super::fused::{column_sums, rows, vector, with_rows};
 use super::gelu_kernel::{exp_in_place, row_max, sum};
+use super::matmul::{product, product_t};
 
 /// What the forward pass leaves for the backward pass: per row, `exp(x + b - max)` and
 /// `1 / Σ exp(x + b - max)`.
@@ -46,96 +48,122 @@ impl RowCrossEntropy {
         }
     }
 
-    /// The contiguous `f32` rows of `layout` in `storage`, and the vocabulary size.
-    fn rows<'a>(&self, storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], usize)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("cross-entropy expects f32 logits");
-        };
-        let (n, v) = layout.shape().dims2()?;
+    /// Checks `n` rows of `v` logits against the targets.
+    fn check(&self, n: usize, v: usize) -> Result<()> {
         if n != self.targets.len() {
             candle_core::bail!("{n} rows of logits for {} targets", self.targets.len());
         }
         if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= v) {
             candle_core::bail!("target {t} out of range for {v} items");
         }
+        Ok(())
+    }
+
+    /// The contiguous `f32` rows of `layout` in `storage`, and the vocabulary size.
+    fn rows<'a>(&self, storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], usize)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("cross-entropy expects f32 logits");
+        };
+        let (n, v) = layout.shape().dims2()?;
+        self.check(n, v)?;
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("cross-entropy expects contiguous logits");
         };
         Ok((&data[start..end], v))
     }
 
-    /// The losses, keeping the exponentials for [`backward`](Self::backward).
-    fn forward(&self, data: &[f32], v: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
-        let (softmax, losses) = self.softmax(data, v, bias);
+    /// Keeps the exponentials for [`backward`](Self::backward).
+    fn keep(&self, softmax: Softmax) -> Result<()> {
         *self
             .saved
             .lock()
             .map_err(|_| candle_core::Error::Msg("cross-entropy lock poisoned".into()))? =
             Some(softmax);
-        Ok(losses)
+        Ok(())
     }
 
+    /// The softmax of a copy of the logits `data` (rows of `v`), and the losses.
     fn softmax(&self, data: &[f32], v: usize, bias: Option<&[f32]>) -> (Softmax, Vec<f32>) {
-        let n = self.targets.len();
-        let smoothing = self.smoothing;
         // Every element is written (the logits, plus the bias) before it is read, so the
         // buffer, as large as the logits, is not zeroed first.
         let mut exps: Vec<f32> = Vec::with_capacity(data.len());
-        let mut inv_sums = vec![0f32; n];
-        let mut losses = vec![0f32; n];
-        {
+        let (inv_sums, losses) = {
             let spare = &mut exps.spare_capacity_mut()[..data.len()];
             // SAFETY: `MaybeUninit<f32>` and `f32` have the same layout; each row of the slice
             // is written whole (copied or summed from `data`) before it is read.
             let rows: &mut [f32] =
                 unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len()) };
-            rows.par_chunks_exact_mut(v)
-                .zip(data.par_chunks_exact(v))
-                .zip(inv_sums.par_iter_mut().zip(losses.par_iter_mut()))
-                .zip(self.targets.par_iter())
-                .for_each(|(((e, row), (inv, loss)), &t)| {
-                    match bias {
-                        Some(b) => e.iter_mut().zip(row).zip(b).for_each(|((e, &x), &b)| {
-                            *e = x + b;
-                        }),
-                        None => e.copy_from_slice(row),
-                    }
-                    let target = e[t as usize];
-                    let max = row_max(e);
-                    let total = if smoothing > 0.0 { sum(e) } else { 0.0 };
-                    let sum = exp_in_place(e, max);
-                    *inv = 1.0 / sum;
-                    let lse = max + sum.ln();
-                    *loss = lse - target;
-                    if smoothing > 0.0 {
-                        let mean = total / e.len() as f32;
-                        *loss = (1.0 - smoothing) * *loss + smoothing * (lse - mean);
-                    }
-                });
-        }
+            self.softmax_rows(rows, Some(data), v, bias)
+        };
         // SAFETY: the rows above wrote all `data.len()` elements.
         unsafe { exps.set_len(data.len()) };
         (Softmax { exps, inv_sums }, losses)
     }
 
-    /// The gradient of the logits, `(softmax - (1 - ε) onehot - ε / V) * g` per row, from the saved
-    /// exponentials (recomputed if the forward pass left none).
-    fn backward(&self, arg: &Tensor, bias: Option<&Tensor>, grad_res: &Tensor) -> Result<Tensor> {
+    /// Replaces the logits `e` (rows of `v`; copied from `src` first when given) by
+    /// `exp(x + b - max)` per row, and returns each row's `1 / Σ` and loss.
+    fn softmax_rows(
+        &self,
+        e: &mut [f32],
+        src: Option<&[f32]>,
+        v: usize,
+        bias: Option<&[f32]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let n = self.targets.len();
+        let smoothing = self.smoothing;
+        let mut inv_sums = vec![0f32; n];
+        let mut losses = vec![0f32; n];
+        let one = |e: &mut [f32], row: Option<&[f32]>, inv: &mut f32, loss: &mut f32, t: u32| {
+            match (row, bias) {
+                (Some(row), Some(b)) => e.iter_mut().zip(row).zip(b).for_each(|((e, &x), &b)| {
+                    *e = x + b;
+                }),
+                (Some(row), None) => e.copy_from_slice(row),
+                (None, Some(b)) => e.iter_mut().zip(b).for_each(|(e, &b)| *e += b),
+                (None, None) => {}
+            }
+            let target = e[t as usize];
+            let max = row_max(e);
+            let total = if smoothing > 0.0 { sum(e) } else { 0.0 };
+            let sum = exp_in_place(e, max);
+            *inv = 1.0 / sum;
+            let lse = max + sum.ln();
+            *loss = lse - target;
+            if smoothing > 0.0 {
+                let mean = total / e.len() as f32;
+                *loss = (1.0 - smoothing) * *loss + smoothing * (lse - mean);
+            }
+        };
+        let rows = e
+            .par_chunks_exact_mut(v)
+            .zip(inv_sums.par_iter_mut().zip(losses.par_iter_mut()))
+            .zip(self.targets.par_iter());
+        match src {
+            Some(src) => rows
+                .zip(src.par_chunks_exact(v))
+                .for_each(|(((e, (inv, loss)), &t), row)| one(e, Some(row), inv, loss, t)),
+            None => rows.for_each(|((e, (inv, loss)), &t)| one(e, None, inv, loss, t)),
+        }
+        (inv_sums, losses)
+    }
+
+    /// The gradient of the `(n, v)` logits, `(softmax - (1 - ε) onehot - ε / V) * g` per row,
+    /// from the saved exponentials (from `recompute` if the forward pass left none).
+    fn backward(
+        &self,
+        v: usize,
+        recompute: impl FnOnce() -> Result<Softmax>,
+        grad_res: &Tensor,
+    ) -> Result<Vec<f32>> {
         let scales = grad_res.to_vec1::<f32>()?;
         let saved = self
             .saved
             .lock()
             .map_err(|_| candle_core::Error::Msg("cross-entropy lock poisoned".into()))?
             .take();
-        let v = arg.dim(1)?;
         let Softmax { mut exps, inv_sums } = match saved {
             Some(s) => s,
-            None => {
-                let bias_values = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
-                with_rows(arg, "cross-entropy", |data, v| {
-                    Ok(self.softmax(data, v, bias_values.as_deref()).0)
-                })?
-            }
+            None => recompute()?,
         };
         let smoothing = self.smoothing;
         let spread = smoothing / v as f32;
@@ -151,7 +179,7 @@ impl RowCrossEntropy {
                 }
                 row[t as usize] -= (1.0 - smoothing) * g;
             });
-        Tensor::from_vec(exps, arg.shape(), arg.device())
+        Ok(exps)
     }
 }
 
@@ -162,19 +190,32 @@ impl CustomOp1 for RowCrossEntropy {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (data, v) = self.rows(storage, layout)?;
-        let losses = self.forward(data, v, None)?;
+        let (softmax, losses) = self.softmax(data, v, None);
+        self.keep(softmax)?;
         let n = losses.len();
         Ok((CpuStorage::F32(losses), Shape::from(n)))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(self.backward(arg, None, grad_res)?))
+        let v = arg.dim(1)?;
+        let recompute = || {
+            with_rows(arg, "cross-entropy", |data, v| {
+                Ok(self.softmax(data, v, None).0)
+            })
+        };
+        let grad = self.backward(v, recompute, grad_res)?;
+        Ok(Some(Tensor::from_vec(grad, arg.shape(), arg.device())?))
     }
 }
 
-impl CustomOp2 for RowCrossEntropy {
+/// The cross-entropy of the output head: hidden rows `h` `(N, k)` against the item embeddings
+/// `w` `(V, k)` plus a bias `b` `(V)`, the logits `h · wᵀ + b` computed inside. candle's backward
+/// pass zeroes a buffer for the gradient of every tensor of the graph and adds into it; the
+/// logits, the step's largest tensor, are not one, so that is a memset and a sum of `N × V`
+/// values less per step.
+impl CustomOp3 for RowCrossEntropy {
     fn name(&self) -> &'static str {
-        "row-cross-entropy-bias"
+        "head-cross-entropy"
     }
 
     fn cpu_fwd(
@@ -183,27 +224,52 @@ impl CustomOp2 for RowCrossEntropy {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (data, v) = self.rows(s1, l1)?;
-        let bias = vector(s2, l2, v, "cross-entropy bias")?;
-        let losses = self.forward(data, v, Some(bias))?;
-        let n = losses.len();
+        let (hidden, k) = rows(s1, l1, "head cross-entropy")?;
+        let (weights, k2) = rows(s2, l2, "head cross-entropy")?;
+        if k != k2 {
+            candle_core::bail!("head cross-entropy: rows of {k} against items of {k2}");
+        }
+        let (n, v) = (hidden.len() / k, weights.len() / k);
+        self.check(n, v)?;
+        let bias = vector(s3, l3, v, "cross-entropy bias")?;
+        let mut exps = product_t(hidden, weights, (n, k, v))?;
+        let (inv_sums, losses) = self.softmax_rows(&mut exps, None, v, Some(bias));
+        self.keep(Softmax { exps, inv_sums })?;
         Ok((CpuStorage::F32(losses), Shape::from(n)))
     }
 
+    /// With `G` the logits' gradient: `dh = G · w`, `dw = Gᵀ · h`, `db` the column sums of `G`.
     fn bwd(
         &self,
-        arg: &Tensor,
+        hidden: &Tensor,
+        weights: &Tensor,
         bias: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = self.backward(arg, Some(bias), grad_res)?;
-        let sums = with_rows(&grad, "cross-entropy gradient", |g, v| {
-            Ok(column_sums(g, v))
-        })?;
-        let bias_grad = Tensor::from_vec(sums, bias.shape(), bias.device())?;
-        Ok((Some(grad), Some(bias_grad)))
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, v) = (hidden.dim(0)?, weights.dim(0)?);
+        let recompute = || {
+            let logits = product(
+                &hidden.unsqueeze(0)?,
+                false,
+                &weights.unsqueeze(0)?,
+                true,
+                1.0,
+            )?;
+            let b = bias.to_vec1::<f32>()?;
+            with_rows(&logits, "cross-entropy", |data, v| {
+                Ok(self.softmax(data, v, Some(&b)).0)
+            })
+        };
+        let grad = self.backward(v, recompute, grad_res)?;
+        let bias_grad = Tensor::from_vec(column_sums(&grad, v), bias.shape(), bias.device())?;
+        let grad = Tensor::from_vec(grad, (1, n, v), hidden.device())?;
+        let d_hidden = product(&grad, false, &weights.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
+        let d_weights = product(&grad, true, &hidden.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
+        Ok((Some(d_hidden), Some(d_weights), Some(bias_grad)))
     }
 }
 
@@ -216,11 +282,13 @@ pub fn cross_entropy(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
         .mean_all()
 }
 
-/// [`cross_entropy`] of `logits + bias`, the `(V)` bias added to every row inside the op; the
-/// bias gets its gradient from the same pass. `smoothing` (label smoothing, `0` for none) moves
-/// that share of each target's probability evenly onto all `V` columns.
-pub fn cross_entropy_with_bias(
-    logits: &Tensor,
+/// [`cross_entropy`] of the logits `hidden · itemsᵀ + bias` (`(N, k)` rows, `(V, k)` items, a
+/// `(V)` bias), which the op computes inside and never returns: every input gets its gradient
+/// from the same pass. `smoothing` (label smoothing, `0` for none) moves that share of each
+/// target's probability evenly onto all `V` columns.
+pub fn head_cross_entropy(
+    hidden: &Tensor,
+    items: &Tensor,
     bias: &Tensor,
     targets: &[u32],
     smoothing: f32,
@@ -228,9 +296,12 @@ pub fn cross_entropy_with_bias(
     if !(0.0..1.0).contains(&smoothing) {
         candle_core::bail!("label smoothing {smoothing} is not in [0, 1)");
     }
-    logits
+    hidden.dims2()?;
+    items.dims2()?;
+    hidden
         .contiguous()?
-        .apply_op2(
+        .apply_op3(
+            &items.contiguous()?,
             &bias.contiguous()?,
             RowCrossEntropy::new(targets, smoothing),
         )?
@@ -288,11 +359,31 @@ mod tests {
         close(&ga, &gb, "gradient")
     }
 
+    /// Hidden rows `(n, k)` and item embeddings `(v, k)` as variables.
+    fn head(n: usize, v: usize, k: usize) -> Result<(Var, Var)> {
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| (((i + seed) * 37 % 11) as f32 - 5.0) / 4.0)
+                .collect()
+        };
+        Ok((
+            Var::from_vec(values(n * k, 0), (n, k), &Device::Cpu)?,
+            Var::from_vec(values(v * k, 3), (v, k), &Device::Cpu)?,
+        ))
+    }
+
+    /// `h · wᵀ + b` by candle's own ops.
+    fn candle_logits(h: &Var, w: &Var, b: &Var) -> Result<Tensor> {
+        h.as_tensor()
+            .matmul(&w.as_tensor().t()?)?
+            .broadcast_add(b.as_tensor())
+    }
+
     #[test]
-    fn the_bias_is_added_inside_and_gets_its_gradient() -> Result<()> {
+    fn the_head_and_bias_are_computed_inside_and_get_their_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let targets = [2u32, 0, 4, 4, 6, 1];
-        let x = logits(6, 7)?;
+        let (h, w) = head(6, 7, 5)?;
         let bias = Var::from_vec(
             (0..7).map(|j| (j as f32 - 3.0) / 2.0).collect::<Vec<f32>>(),
             7,
@@ -300,11 +391,16 @@ mod tests {
         )?;
         let t = Tensor::new(&targets[..], &dev)?;
 
-        let ours = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, 0.0)?;
-        let theirs =
-            candle_nn::loss::cross_entropy(&x.as_tensor().broadcast_add(bias.as_tensor())?, &t)?;
+        let ours = head_cross_entropy(
+            h.as_tensor(),
+            w.as_tensor(),
+            bias.as_tensor(),
+            &targets,
+            0.0,
+        )?;
+        let theirs = candle_nn::loss::cross_entropy(&candle_logits(&h, &w, &bias)?, &t)?;
         close(&ours, &theirs, "loss")?;
-        same_gradients(&ours, &theirs, &[&x, &bias])
+        same_gradients(&ours, &theirs, &[&h, &w, &bias])
     }
 
     #[test]
@@ -312,7 +408,7 @@ mod tests {
         let dev = Device::Cpu;
         let targets = [2u32, 0, 6, 4];
         let (rows, width, eps) = (4, 7, 0.2f32);
-        let x = logits(rows, width)?;
+        let (h, w) = head(rows, width, 3)?;
         let bias = Var::from_vec(
             (0..width)
                 .map(|j| (j as f32 - 2.0) / 5.0)
@@ -320,7 +416,13 @@ mod tests {
             width,
             &dev,
         )?;
-        let ours = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, eps)?;
+        let ours = head_cross_entropy(
+            h.as_tensor(),
+            w.as_tensor(),
+            bias.as_tensor(),
+            &targets,
+            eps,
+        )?;
         // -Σ_j q_j log softmax(x + b)_j with q = (1 - ε) onehot + ε / V, averaged over rows.
         let q: Vec<f32> = targets
             .iter()
@@ -330,13 +432,18 @@ mod tests {
             })
             .collect();
         let q = Tensor::from_vec(q, (rows, width), &dev)?;
-        let log_p =
-            candle_nn::ops::log_softmax(&x.as_tensor().broadcast_add(bias.as_tensor())?, 1)?;
+        let log_p = candle_nn::ops::log_softmax(&candle_logits(&h, &w, &bias)?, 1)?;
         let theirs = ((q * log_p)?.sum_all()? * (-1.0 / rows as f64))?;
         close(&ours, &theirs, "loss")?;
-        same_gradients(&ours, &theirs, &[&x, &bias])?;
+        same_gradients(&ours, &theirs, &[&h, &w, &bias])?;
         // Smoothing raises the loss of confident, correct rows: it is not the plain loss.
-        let plain = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, 0.0)?;
+        let plain = head_cross_entropy(
+            h.as_tensor(),
+            w.as_tensor(),
+            bias.as_tensor(),
+            &targets,
+            0.0,
+        )?;
         assert!((ours.to_scalar::<f32>()? - plain.to_scalar::<f32>()?).abs() > 1e-3);
         Ok(())
     }
@@ -345,18 +452,32 @@ mod tests {
     fn a_second_backward_pass_recomputes_the_same_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let targets = [1u32, 5, 0];
-        let x = logits(3, 7)?;
+        let (h, w) = head(3, 7, 4)?;
         let bias = Var::from_vec(vec![0.3f32, -0.2, 0.0, 0.1, 0.5, -0.4, 0.2], 7, &dev)?;
-        let loss = cross_entropy_with_bias(x.as_tensor(), bias.as_tensor(), &targets, 0.0)?;
+        let loss = head_cross_entropy(
+            h.as_tensor(),
+            w.as_tensor(),
+            bias.as_tensor(),
+            &targets,
+            0.0,
+        )?;
         // The first pass takes the kept exponentials; the second must recompute them.
         let (first, second) = (loss.backward()?, loss.backward()?);
-        for var in [&x, &bias] {
+        for var in [&h, &w, &bias] {
             let a = first.get(var).cloned().expect("gradient");
             let b = second.get(var).cloned().expect("gradient");
             close(&a, &b, "gradient")?;
             assert!(a.abs()?.sum_all()?.to_scalar::<f32>()? > 1e-3);
         }
-        Ok(())
+        // The plain op recomputes too.
+        let x = logits(3, 7)?;
+        let loss = cross_entropy(x.as_tensor(), &targets)?;
+        let (first, second) = (loss.backward()?, loss.backward()?);
+        close(
+            first.get(&x).expect("gradient"),
+            second.get(&x).expect("gradient"),
+            "gradient",
+        )
     }
 
     #[test]
@@ -376,10 +497,17 @@ mod tests {
         let x = Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(cross_entropy(&x, &[0, 3]).is_err());
         assert!(cross_entropy(&x, &[0]).is_err());
+        // Two rows of width 3 against three items of width 3.
+        let items = Tensor::zeros((3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
         let short = Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert!(cross_entropy_with_bias(&x, &short, &[0, 1], 0.0).is_err());
+        assert!(head_cross_entropy(&x, &items, &short, &[0, 1], 0.0).is_err());
         let bias = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert!(cross_entropy_with_bias(&x, &bias, &[0, 1], 1.0).is_err());
-        assert!(cross_entropy_with_bias(&x, &bias, &[0, 1], -0.1).is_err());
+        assert!(head_cross_entropy(&x, &items, &bias, &[0, 1], 0.0).is_ok());
+        assert!(head_cross_entropy(&x, &items, &bias, &[0, 3], 0.0).is_err());
+        assert!(
+            head_cross_entropy(&x, &short.unsqueeze(1).unwrap(), &short, &[0, 1], 0.0).is_err()
+        );
+        assert!(head_cross_entropy(&x, &items, &bias, &[0, 1], 1.0).is_err());
+        assert!(head_cross_entropy(&x, &items, &bias, &[0, 1], -0.1).is_err());
     }
 }

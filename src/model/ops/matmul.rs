@@ -175,8 +175,19 @@ fn batch_products(
     Ok((out, [ba, lhs.dims().0, rhs.dims().1]))
 }
 
+/// `lhs · rhsᵀ` of contiguous row-major `(m, k)` and `(n, k)` matrices as a new `(m, n)`
+/// buffer, split over the current pool.
+pub(crate) fn product_t(
+    lhs: &[f32],
+    rhs: &[f32],
+    (m, k, n): (usize, usize, usize),
+) -> Result<Vec<f32>> {
+    let (out, _) = batch_products((lhs, [1, m, k]), false, (rhs, [1, n, k]), true, 1.0)?;
+    Ok(out)
+}
+
 /// `scale · op(a) · op(b)` of two 3-D tensors as a new tensor (no backward pass).
-fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, scale: f32) -> Result<Tensor> {
+pub(crate) fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, scale: f32) -> Result<Tensor> {
     let (data, dims) = with_pair(a, b, |lhs, rhs| batch_products(lhs, a_t, rhs, b_t, scale))?;
     Tensor::from_vec(data, dims.as_slice(), a.device())
 }
