@@ -129,6 +129,46 @@ fn sampled_scores_are_the_full_scores_of_target_and_negatives() {
 }
 
 #[test]
+fn the_sampled_softmax_loss_is_the_cross_entropy_of_the_sampled_scores() {
+    for arch in [Architecture::SasRec, Architecture::Bert4Rec] {
+        let cfg = tiny_cfg(arch, 30);
+        let (varmap, model) = fresh(&cfg, 4);
+        let ids = pad_left(&[vec![1, 2, 3], vec![4, 5]], cfg.pad(), &Device::Cpu).unwrap();
+        let hidden = model.encode(&ids, None).unwrap();
+        // Row 0's and row 3's targets are among the negatives.
+        let targets: Vec<u32> = vec![10, 0, 29, 3, 3, 12];
+        let negatives: Vec<u32> = vec![3, 10, 28, 1];
+        let fused = model
+            .sampled_softmax_loss(&hidden, &targets, &negatives)
+            .unwrap();
+        let scores = model.sampled_scores(&hidden, &targets, &negatives).unwrap();
+        let composed = movierec::model::loss::cross_entropy(&scores, &[0; 6]).unwrap();
+        let (a, b) = (
+            fused.to_scalar::<f32>().unwrap(),
+            composed.to_scalar::<f32>().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-5, "{arch:?}: loss {a} vs {b}");
+        let (ga, gb) = (fused.backward().unwrap(), composed.backward().unwrap());
+        let mut compared = 0;
+        for var in varmap.all_vars() {
+            let (Some(x), Some(y)) = (ga.get(&var), gb.get(&var)) else {
+                assert!(ga.get(&var).is_none() && gb.get(&var).is_none());
+                continue;
+            };
+            let (x, y) = (
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() < 1e-5, "{arch:?}: gradient {p} vs {q}");
+            }
+            compared += 1;
+        }
+        assert!(compared > 10, "{arch:?}: {compared} gradients compared");
+    }
+}
+
+#[test]
 fn a_split_batch_scores_each_history_as_alone_in_order() {
     // 11 histories over 3 threads: parts of 4, 4 and 3, each padded to its own longest member.
     let pool = rayon::ThreadPoolBuilder::new()

@@ -236,6 +236,43 @@ impl SeqModel {
         }
     }
 
+    /// Training loss with sampled softmax: the mean over rows of `hidden` `(N, H)` of the
+    /// cross-entropy of each row's target against the `K` `negatives` the batch shares, a
+    /// negative equal to the row's target left out. With `p` the target's score and `L` the
+    /// logsumexp of the negatives' scores, a row's loss is `log(e^p + e^L) - p = softplus(L - p)`;
+    /// `L` comes from one op that computes the `(N, K)` scores inside (equal to the cross-entropy
+    /// of [`sampled_scores`](Self::sampled_scores), without those scores in the graph).
+    pub fn sampled_softmax_loss(
+        &self,
+        hidden: &Tensor,
+        targets: &[u32],
+        negatives: &[u32],
+    ) -> Result<Tensor> {
+        let device = hidden.device();
+        let transformed = self.head(hidden)?;
+        let target_ids = Tensor::new(targets, device)?;
+        let positive = ((&transformed * self.item_embeddings.index_select(&target_ids, 0)?)?
+            .sum(1)?
+            + self.output_bias.index_select(&target_ids, 0)?)?;
+        let column: std::collections::HashMap<u32, u32> = negatives
+            .iter()
+            .enumerate()
+            .map(|(c, &id)| (id, c as u32))
+            .collect();
+        let excluded = targets.iter().map(|t| column.get(t).copied()).collect();
+        let negative_ids = Tensor::new(negatives, device)?;
+        let lse = super::ops::loss::head_logsumexp(
+            &transformed,
+            &self.item_embeddings.index_select(&negative_ids, 0)?,
+            &self.output_bias.index_select(&negative_ids, 0)?,
+            excluded,
+        )?;
+        let x = (lse - positive)?;
+        // softplus(x) = max(x, 0) + log(1 + e^-|x|), stable for large |x|.
+        let softplus = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+        softplus.mean_all()
+    }
+
     /// Scores for sampled softmax, `(N, 1 + K)`: column 0 scores each row of `hidden`
     /// `(N, H)` against its own target, columns `1..` against the `K` `negatives` the batch
     /// shares. A negative equal to a row's target is switched off in that row, so an item is

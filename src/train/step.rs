@@ -219,10 +219,7 @@ fn batch_loss(
     let picked = hidden.index_select(&batch.positions, 0)?;
     let targets = batch.targets.to_vec1::<u32>()?;
     match negatives {
-        Some(negatives) => {
-            let logits = model.sampled_scores(&picked, &targets, negatives)?;
-            crate::model::loss::cross_entropy(&logits, &vec![0; targets.len()])
-        }
+        Some(negatives) => model.sampled_softmax_loss(&picked, &targets, negatives),
         // The model's loss still takes a label-smoothing factor; the option was removed
         // (it never raised validation), so it is always 0.
         None => model.full_softmax_loss(&picked, &targets, 0.0),

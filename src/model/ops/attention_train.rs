@@ -318,6 +318,63 @@ impl TrainAttention {
         }
     }
 
+    /// The forward pass over contiguous `(bh, t, d)` queries, keys and values: the output and
+    /// what the backward pass needs.
+    fn run_forward(
+        &self,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        (bh, t, d): (usize, usize, usize),
+    ) -> (Vec<f32>, Saved) {
+        let offsets = self.offsets(bh, t);
+        let total = offsets[bh];
+        let mut probs: Vec<f32> = Vec::with_capacity(total);
+        let mut dropped: Option<Vec<f32>> = self.dropout.map(|_| Vec::with_capacity(total));
+        // Padding rows stay zero.
+        let mut out = vec![0f32; bh * t * d];
+        {
+            let prob_parts = split_at_offsets(&mut probs.spare_capacity_mut()[..total], &offsets);
+            let dropped_parts: Vec<Option<&mut [MaybeUninit<f32>]>> = match dropped.as_mut() {
+                Some(buffer) => {
+                    split_at_offsets(&mut buffer.spare_capacity_mut()[..total], &offsets)
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                }
+                None => (0..bh).map(|_| None).collect(),
+            };
+            out.par_chunks_mut(t * d)
+                .zip(prob_parts)
+                .zip(dropped_parts)
+                .enumerate()
+                .for_each_init(Vec::new, |scores, (i, ((out, probs), dropped))| {
+                    let m = i * t * d..(i + 1) * t * d;
+                    self.forward_one(
+                        i,
+                        (&q[m.clone()], &k[m.clone()], &v[m]),
+                        (t, d),
+                        out,
+                        probs,
+                        dropped,
+                        scores,
+                    );
+                });
+        }
+        // SAFETY: `forward_one` wrote every value of every matrix's blocks, and the blocks of
+        // all matrices tile `0..total` (`offsets`).
+        unsafe {
+            probs.set_len(total);
+            if let Some(buffer) = dropped.as_mut() {
+                buffer.set_len(total);
+            }
+        }
+        let saved = Saved {
+            offsets,
+            probs,
+            dropped,
+        };
+        (out, saved)
+    }
+
     /// The start of each matrix's blocks in the saved buffers, and their total size.
     fn offsets(&self, bh: usize, t: usize) -> Vec<usize> {
         let mut offsets = Vec::with_capacity(bh + 1);
@@ -391,53 +448,7 @@ impl CustomOp3 for TrainAttention {
             values(k, k_layout, self.name())?,
             values(v, v_layout, self.name())?,
         );
-        let offsets = self.offsets(bh, t);
-        let total = offsets[bh];
-        let mut probs: Vec<f32> = Vec::with_capacity(total);
-        let mut dropped: Option<Vec<f32>> = self.dropout.map(|_| Vec::with_capacity(total));
-        // Padding rows stay zero.
-        let mut out = vec![0f32; bh * t * d];
-        {
-            let prob_parts = split_at_offsets(&mut probs.spare_capacity_mut()[..total], &offsets);
-            let dropped_parts: Vec<Option<&mut [MaybeUninit<f32>]>> = match dropped.as_mut() {
-                Some(buffer) => {
-                    split_at_offsets(&mut buffer.spare_capacity_mut()[..total], &offsets)
-                        .into_iter()
-                        .map(Some)
-                        .collect()
-                }
-                None => (0..bh).map(|_| None).collect(),
-            };
-            out.par_chunks_mut(t * d)
-                .zip(prob_parts)
-                .zip(dropped_parts)
-                .enumerate()
-                .for_each_init(Vec::new, |scores, (i, ((out, probs), dropped))| {
-                    let m = i * t * d..(i + 1) * t * d;
-                    self.forward_one(
-                        i,
-                        (&q[m.clone()], &k[m.clone()], &v[m]),
-                        (t, d),
-                        out,
-                        probs,
-                        dropped,
-                        scores,
-                    );
-                });
-        }
-        // SAFETY: `forward_one` wrote every value of every matrix's blocks, and the blocks of
-        // all matrices tile `0..total` (`offsets`).
-        unsafe {
-            probs.set_len(total);
-            if let Some(buffer) = dropped.as_mut() {
-                buffer.set_len(total);
-            }
-        }
-        let saved = Saved {
-            offsets,
-            probs,
-            dropped,
-        };
+        let (out, saved) = self.run_forward((q, k, v), (bh, t, d));
         *self
             .saved
             .lock()
@@ -454,15 +465,24 @@ impl CustomOp3 for TrainAttention {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(saved) = self
+        let saved = self
             .saved
             .lock()
             .map_err(|_| candle_core::Error::Msg("attention state lock poisoned".into()))?
-            .take()
-        else {
-            candle_core::bail!("training attention: backward pass without a forward pass");
-        };
+            .take();
         let (bh, t, d) = q.dims3()?;
+        // A second backward pass through the same graph finds nothing kept: it recomputes
+        // (the dropout bits come from the same seed).
+        let saved = match saved {
+            Some(saved) => saved,
+            None => with_rows(q, self.name(), |q, _| {
+                with_rows(k, self.name(), |k, _| {
+                    with_rows(v, self.name(), |v, _| {
+                        Ok(self.run_forward((q, k, v), (bh, t, d)).1)
+                    })
+                })
+            })?,
+        };
         let mut dq = vec![0f32; bh * t * d];
         let mut dk = vec![0f32; bh * t * d];
         let mut dv = vec![0f32; bh * t * d];
@@ -762,6 +782,48 @@ mod tests {
                     grad[e]
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_second_backward_pass_recomputes_the_same_gradients() {
+        let dims = Dims {
+            b: 2,
+            heads: 1,
+            t: 40,
+            d: 4,
+        };
+        let n = dims.len();
+        let vars =
+            [1, 2, 3].map(|seed| Var::from_tensor(&tensor(&numbers(n, seed), dims)).unwrap());
+        let mask = KeyMask {
+            pads: vec![0, 7],
+            causal: true,
+        };
+        let drop = Some(AttentionDropout { p: 0.2, seed: 9 });
+        let out = attend_train(
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+            1,
+            mask,
+            0.5,
+            drop,
+        )
+        .unwrap();
+        let loss = (&out * tensor(&numbers(n, 4), dims))
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        // The first pass takes what the forward pass kept; the second recomputes it.
+        let (first, second) = (loss.backward().unwrap(), loss.backward().unwrap());
+        for var in &vars {
+            let (a, b) = (
+                flat(first.get(var).unwrap()),
+                flat(second.get(var).unwrap()),
+            );
+            assert_eq!(a, b);
+            assert!(a.iter().any(|g| g.abs() > 1e-3));
         }
     }
 

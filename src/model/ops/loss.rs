@@ -273,6 +273,150 @@ impl CustomOp3 for RowCrossEntropy {
     }
 }
 
+/// `logsumexp_j (h_i · w_j + b_j)` for each row of `h` `(N, k)` over the items `w` `(K, k)` with
+/// a bias `b` `(K)`, leaving out each row's excluded column: sampled softmax's negatives. The
+/// `(N, K)` logits are computed inside and never become a tensor of the graph (see the head
+/// op of [`RowCrossEntropy`]).
+struct HeadLogSumExp {
+    /// Per row, the column left out (its target, when the target was drawn as a negative).
+    excluded: Vec<Option<u32>>,
+    saved: Mutex<Option<Softmax>>,
+}
+
+impl HeadLogSumExp {
+    /// Per row `exp(x - max)` (zero at the excluded column), `1 / Σ`, and the logsumexp.
+    fn exponentials(
+        &self,
+        h: &[f32],
+        w: &[f32],
+        b: &[f32],
+        k: usize,
+    ) -> Result<(Softmax, Vec<f32>)> {
+        let (n, cols) = (h.len() / k, w.len() / k);
+        if self.excluded.len() != n {
+            candle_core::bail!("{n} rows for {} exclusions", self.excluded.len());
+        }
+        if let Some(c) = self
+            .excluded
+            .iter()
+            .flatten()
+            .find(|&&c| c as usize >= cols)
+        {
+            candle_core::bail!("excluded column {c} out of range for {cols} items");
+        }
+        let mut exps = product_t(h, w, (n, k, cols))?;
+        let mut inv_sums = vec![0f32; n];
+        let mut out = vec![0f32; n];
+        exps.par_chunks_exact_mut(cols)
+            .zip(inv_sums.par_iter_mut().zip(out.par_iter_mut()))
+            .zip(self.excluded.par_iter())
+            .for_each(|((e, (inv, lse)), &excluded)| {
+                e.iter_mut().zip(b).for_each(|(e, &b)| *e += b);
+                if let Some(c) = excluded {
+                    e[c as usize] = f32::NEG_INFINITY;
+                }
+                let max = row_max(e);
+                let sum = exp_in_place(e, max);
+                *inv = 1.0 / sum;
+                *lse = max + sum.ln();
+            });
+        Ok((Softmax { exps, inv_sums }, out))
+    }
+}
+
+impl CustomOp3 for HeadLogSumExp {
+    fn name(&self) -> &'static str {
+        "head-logsumexp"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (h, k) = rows(s1, l1, self.name())?;
+        let (w, k2) = rows(s2, l2, self.name())?;
+        if k != k2 {
+            candle_core::bail!("head logsumexp: rows of {k} against items of {k2}");
+        }
+        let b = vector(s3, l3, w.len() / k, self.name())?;
+        let (softmax, out) = self.exponentials(h, w, b, k)?;
+        *self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("logsumexp lock poisoned".into()))? =
+            Some(softmax);
+        let n = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    /// The logits' gradient is the softmax times the incoming gradient, `G = softmax ⊙ g`; then
+    /// `dh = G · w`, `dw = Gᵀ · h`, `db` the column sums of `G`.
+    fn bwd(
+        &self,
+        hidden: &Tensor,
+        items: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, cols) = (hidden.dim(0)?, items.dim(0)?);
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("logsumexp lock poisoned".into()))?
+            .take();
+        let Softmax { mut exps, inv_sums } = match saved {
+            Some(s) => s,
+            None => {
+                let b = bias.to_vec1::<f32>()?;
+                with_rows(hidden, self.name(), |h, k| {
+                    with_rows(items, self.name(), |w, _| {
+                        Ok(self.exponentials(h, w, &b, k)?.0)
+                    })
+                })?
+            }
+        };
+        let scales = grad_res.to_vec1::<f32>()?;
+        exps.par_chunks_exact_mut(cols)
+            .zip(inv_sums.par_iter().zip(&scales))
+            .for_each(|(row, (&inv, &g))| {
+                let scale = inv * g;
+                row.iter_mut().for_each(|x| *x *= scale);
+            });
+        let bias_grad = Tensor::from_vec(column_sums(&exps, cols), bias.shape(), bias.device())?;
+        let grad = Tensor::from_vec(exps, (1, n, cols), hidden.device())?;
+        let d_hidden = product(&grad, false, &items.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
+        let d_items = product(&grad, true, &hidden.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
+        Ok((Some(d_hidden), Some(d_items), Some(bias_grad)))
+    }
+}
+
+/// Per row of `hidden` `(N, k)`, the logsumexp of its logits `hidden · itemsᵀ + bias` against
+/// `items` `(K, k)` with `bias` `(K)`, leaving out column `excluded[i]` in row `i`: `(N)`. The
+/// logits are computed inside and never returned; every input gets its gradient.
+pub fn head_logsumexp(
+    hidden: &Tensor,
+    items: &Tensor,
+    bias: &Tensor,
+    excluded: Vec<Option<u32>>,
+) -> Result<Tensor> {
+    hidden.dims2()?;
+    items.dims2()?;
+    hidden.contiguous()?.apply_op3(
+        &items.contiguous()?,
+        &bias.contiguous()?,
+        HeadLogSumExp {
+            excluded,
+            saved: Mutex::new(None),
+        },
+    )
+}
+
 /// Mean softmax cross-entropy of `(N, V)` f32 logits against `N` target indices, with a
 /// backward pass. Equal to `candle_nn::loss::cross_entropy`, in one pass each way.
 pub fn cross_entropy(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
@@ -478,6 +622,53 @@ mod tests {
             second.get(&x).expect("gradient"),
             "gradient",
         )
+    }
+
+    #[test]
+    fn logsumexp_leaves_out_the_excluded_column_and_matches_candle() -> Result<()> {
+        let dev = Device::Cpu;
+        let (h, w) = head(4, 6, 3)?;
+        let bias = Var::from_vec(vec![0.1f32, -0.3, 0.2, 0.0, 0.4, -0.1], 6, &dev)?;
+        let excluded = vec![Some(2), None, Some(5), Some(0)];
+        let ours = head_logsumexp(
+            h.as_tensor(),
+            w.as_tensor(),
+            bias.as_tensor(),
+            excluded.clone(),
+        )?;
+        // candle: the logits with -1e9 at the excluded columns, then log(sum(exp)).
+        let mask: Vec<f32> = excluded
+            .iter()
+            .flat_map(|e| (0..6u32).map(move |c| if *e == Some(c) { -1e9 } else { 0.0 }))
+            .collect();
+        let logits = (candle_logits(&h, &w, &bias)? + Tensor::from_vec(mask, (4, 6), &dev)?)?;
+        let theirs = logits.exp()?.sum(1)?.log()?;
+        close(&ours, &theirs, "logsumexp")?;
+        let weights = Tensor::new(&[1.0f32, -2.0, 0.5, 3.0], &dev)?;
+        same_gradients(
+            &(&ours * &weights)?.sum_all()?,
+            &(&theirs * &weights)?.sum_all()?,
+            &[&h, &w, &bias],
+        )?;
+        assert!(
+            head_logsumexp(
+                h.as_tensor(),
+                w.as_tensor(),
+                bias.as_tensor(),
+                vec![None; 3]
+            )
+            .is_err()
+        );
+        assert!(
+            head_logsumexp(
+                h.as_tensor(),
+                w.as_tensor(),
+                bias.as_tensor(),
+                vec![Some(6); 4]
+            )
+            .is_err()
+        );
+        Ok(())
     }
 
     #[test]
