@@ -2,6 +2,7 @@
 //! the settings of a run and where they come from (presets, a config file, flags), the training
 //! loop and its parts, metrics, the evaluation report and plots.
 
+mod adamw;
 pub mod baselines;
 pub mod batch;
 pub mod data;

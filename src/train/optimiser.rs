@@ -3,17 +3,18 @@
 
 use candle_core::Var;
 use candle_core::backprop::GradStore;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::ParamsAdamW;
 
+use super::adamw::FusedAdamW;
 use crate::train::settings::OptimiserOptions;
 
 /// The run's AdamW optimizers: one for the matrices (with weight decay), one for the vectors
 /// (biases, norms: without), and one for the item embeddings (with weight decay, at
 /// `item_lr_scale` times the learning rate). All follow the same schedule.
 pub(super) struct Optimizers {
-    decay: AdamW,
-    plain: AdamW,
-    items: AdamW,
+    decay: FusedAdamW,
+    plain: FusedAdamW,
+    items: FusedAdamW,
     item_lr_scale: f64,
 }
 
@@ -36,9 +37,9 @@ impl Optimizers {
             ..ParamsAdamW::default()
         };
         Ok(Self {
-            decay: AdamW::new(matrices, params(opts.lr, opts.weight_decay))?,
-            plain: AdamW::new(vectors, params(opts.lr, 0.0))?,
-            items: AdamW::new(
+            decay: FusedAdamW::new(matrices, params(opts.lr, opts.weight_decay))?,
+            plain: FusedAdamW::new(vectors, params(opts.lr, 0.0))?,
+            items: FusedAdamW::new(
                 vec![items.clone()],
                 params(opts.lr * opts.item_lr_scale, opts.weight_decay),
             )?,
