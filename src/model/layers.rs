@@ -1,5 +1,5 @@
 //! Building blocks: layer norm with a backward pass, linear layers over flattened rows,
-//! multi-head self-attention (an additive mask in training, the mask inside the softmax at
+//! multi-head self-attention (one op that leaves the masked keys out, in training and at
 //! inference), and the pre-norm encoder block.
 
 use candle_core::{Result, Tensor};

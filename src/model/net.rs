@@ -17,7 +17,7 @@ use super::ops::attention::KeyMask;
 use super::ops::fused::{add_row, gelu};
 use super::{ModelConfig, ModelError, Precision};
 
-/// The additive value that switches a key off in attention.
+/// The additive value that switches a score off: a sampled negative that is the row's target.
 const MASKED: f64 = -1e9;
 
 /// The parameter name of the item-embedding table (movies, then padding and [MASK]).
