@@ -250,10 +250,7 @@ impl SeqModel {
     ) -> Result<Tensor> {
         let device = hidden.device();
         let transformed = self.head(hidden)?;
-        let target_ids = Tensor::new(targets, device)?;
-        let positive = ((&transformed * self.item_embeddings.index_select(&target_ids, 0)?)?
-            .sum(1)?
-            + self.output_bias.index_select(&target_ids, 0)?)?;
+        let positive = self.target_scores(&transformed, targets)?;
         let column: std::collections::HashMap<u32, u32> = negatives
             .iter()
             .enumerate()
@@ -273,6 +270,13 @@ impl SeqModel {
         softplus.mean_all()
     }
 
+    /// Each row of the head's output `(N, H)` scored against its own target: `(N)`.
+    fn target_scores(&self, transformed: &Tensor, targets: &[u32]) -> Result<Tensor> {
+        let target_ids = Tensor::new(targets, transformed.device())?;
+        let products = transformed.mul(&self.item_embeddings.index_select(&target_ids, 0)?)?;
+        products.sum(1)? + self.output_bias.index_select(&target_ids, 0)?
+    }
+
     /// Scores for sampled softmax, `(N, 1 + K)`: column 0 scores each row of `hidden`
     /// `(N, H)` against its own target, columns `1..` against the `K` `negatives` the batch
     /// shares. A negative equal to a row's target is switched off in that row, so an item is
@@ -286,15 +290,7 @@ impl SeqModel {
         let device = hidden.device();
         let n = targets.len();
         let transformed = self.head(hidden)?;
-        let target_ids = Tensor::new(targets, device)?;
-        let positive = (&transformed * self.item_embeddings.index_select(&target_ids, 0)?)?
-            .sum_keepdim(1)?
-            .broadcast_add(
-                &self
-                    .output_bias
-                    .index_select(&target_ids, 0)?
-                    .unsqueeze(1)?,
-            )?;
+        let positive = self.target_scores(&transformed, targets)?.unsqueeze(1)?;
         let negative_ids = Tensor::new(negatives, device)?;
         let negative = transformed
             .matmul(&self.item_embeddings.index_select(&negative_ids, 0)?.t()?)?

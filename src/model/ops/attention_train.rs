@@ -572,6 +572,14 @@ mod tests {
         }
     }
 
+    /// 37 rows: a full block and a partial one.
+    const SMALL: Dims = Dims {
+        b: 3,
+        heads: 2,
+        t: 37,
+        d: 4,
+    };
+
     fn numbers(n: usize, seed: usize) -> Vec<f64> {
         (0..n)
             .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f64 - 504.0) / 300.0)
@@ -679,15 +687,9 @@ mod tests {
 
     #[test]
     fn causal_attention_and_its_gradients_match_the_reference() {
-        // 37 rows: a full block and a partial one; a sequence that is all padding but its last.
-        let dims = Dims {
-            b: 3,
-            heads: 2,
-            t: 37,
-            d: 4,
-        };
+        // A sequence that is all padding but its last.
         check_against_reference(
-            dims,
+            SMALL,
             KeyMask {
                 pads: vec![0, 5, 36],
                 causal: true,
@@ -697,14 +699,8 @@ mod tests {
 
     #[test]
     fn bidirectional_attention_and_its_gradients_match_the_reference() {
-        let dims = Dims {
-            b: 3,
-            heads: 2,
-            t: 37,
-            d: 4,
-        };
         check_against_reference(
-            dims,
+            SMALL,
             KeyMask {
                 pads: vec![0, 5, 37],
                 causal: false,

@@ -208,6 +208,51 @@ impl CustomOp1 for RowCrossEntropy {
     }
 }
 
+/// The inputs of a head op: hidden rows `(N, k)`, item rows `(V, k)` and a bias `(V)`.
+struct HeadOperands<'a> {
+    hidden: &'a [f32],
+    items: &'a [f32],
+    bias: &'a [f32],
+    k: usize,
+}
+
+/// The contiguous operands of a head op, checked against each other.
+fn head_operands<'a>(
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+    op: &str,
+) -> Result<HeadOperands<'a>> {
+    let (hidden, k) = rows(s1, l1, op)?;
+    let (items, k2) = rows(s2, l2, op)?;
+    if k != k2 {
+        candle_core::bail!("{op}: rows of {k} against items of {k2}");
+    }
+    let bias = vector(s3, l3, items.len() / k, op)?;
+    Ok(HeadOperands {
+        hidden,
+        items,
+        bias,
+        k,
+    })
+}
+
+/// From the logits' gradient `G` `(N, V)` of a head op: `dh = G · items`, `d items = Gᵀ · h`,
+/// `d bias` the column sums of `G`.
+fn head_gradients(
+    grad: Vec<f32>,
+    hidden: &Tensor,
+    items: &Tensor,
+    bias: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let (n, v) = (hidden.dim(0)?, items.dim(0)?);
+    let bias_grad = Tensor::from_vec(column_sums(&grad, v), bias.shape(), bias.device())?;
+    let grad = Tensor::from_vec(grad, (1, n, v), hidden.device())?;
+    let d_hidden = product(&grad, false, &items.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
+    let d_items = product(&grad, true, &hidden.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
+    Ok((Some(d_hidden), Some(d_items), Some(bias_grad)))
+}
+
 /// The cross-entropy of the output head: hidden rows `h` `(N, k)` against the item embeddings
 /// `w` `(V, k)` plus a bias `b` `(V)`, the logits `h · wᵀ + b` computed inside. candle's backward
 /// pass zeroes a buffer for the gradient of every tensor of the graph and adds into it; the
@@ -227,21 +272,21 @@ impl CustomOp3 for RowCrossEntropy {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (hidden, k) = rows(s1, l1, "head cross-entropy")?;
-        let (weights, k2) = rows(s2, l2, "head cross-entropy")?;
-        if k != k2 {
-            candle_core::bail!("head cross-entropy: rows of {k} against items of {k2}");
-        }
+        let HeadOperands {
+            hidden,
+            items: weights,
+            bias,
+            k,
+        } = head_operands((s1, l1), (s2, l2), (s3, l3), "head cross-entropy")?;
         let (n, v) = (hidden.len() / k, weights.len() / k);
         self.check(n, v)?;
-        let bias = vector(s3, l3, v, "cross-entropy bias")?;
         let mut exps = product_t(hidden, weights, (n, k, v))?;
         let (inv_sums, losses) = self.softmax_rows(&mut exps, None, v, Some(bias));
         self.keep(Softmax { exps, inv_sums })?;
         Ok((CpuStorage::F32(losses), Shape::from(n)))
     }
 
-    /// With `G` the logits' gradient: `dh = G · w`, `dw = Gᵀ · h`, `db` the column sums of `G`.
+    /// The logits' gradient, then [`head_gradients`].
     fn bwd(
         &self,
         hidden: &Tensor,
@@ -250,7 +295,7 @@ impl CustomOp3 for RowCrossEntropy {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, v) = (hidden.dim(0)?, weights.dim(0)?);
+        let v = weights.dim(0)?;
         let recompute = || {
             let logits = product(
                 &hidden.unsqueeze(0)?,
@@ -265,11 +310,7 @@ impl CustomOp3 for RowCrossEntropy {
             })
         };
         let grad = self.backward(v, recompute, grad_res)?;
-        let bias_grad = Tensor::from_vec(column_sums(&grad, v), bias.shape(), bias.device())?;
-        let grad = Tensor::from_vec(grad, (1, n, v), hidden.device())?;
-        let d_hidden = product(&grad, false, &weights.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
-        let d_weights = product(&grad, true, &hidden.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
-        Ok((Some(d_hidden), Some(d_weights), Some(bias_grad)))
+        head_gradients(grad, hidden, weights, bias)
     }
 }
 
@@ -338,12 +379,12 @@ impl CustomOp3 for HeadLogSumExp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (h, k) = rows(s1, l1, self.name())?;
-        let (w, k2) = rows(s2, l2, self.name())?;
-        if k != k2 {
-            candle_core::bail!("head logsumexp: rows of {k} against items of {k2}");
-        }
-        let b = vector(s3, l3, w.len() / k, self.name())?;
+        let HeadOperands {
+            hidden: h,
+            items: w,
+            bias: b,
+            k,
+        } = head_operands((s1, l1), (s2, l2), (s3, l3), self.name())?;
         let (softmax, out) = self.exponentials(h, w, b, k)?;
         *self
             .saved
@@ -355,7 +396,7 @@ impl CustomOp3 for HeadLogSumExp {
     }
 
     /// The logits' gradient is the softmax times the incoming gradient, `G = softmax ⊙ g`; then
-    /// `dh = G · w`, `dw = Gᵀ · h`, `db` the column sums of `G`.
+    /// [`head_gradients`].
     fn bwd(
         &self,
         hidden: &Tensor,
@@ -364,7 +405,7 @@ impl CustomOp3 for HeadLogSumExp {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, cols) = (hidden.dim(0)?, items.dim(0)?);
+        let cols = items.dim(0)?;
         let saved = self
             .saved
             .lock()
@@ -388,11 +429,7 @@ impl CustomOp3 for HeadLogSumExp {
                 let scale = inv * g;
                 row.iter_mut().for_each(|x| *x *= scale);
             });
-        let bias_grad = Tensor::from_vec(column_sums(&exps, cols), bias.shape(), bias.device())?;
-        let grad = Tensor::from_vec(exps, (1, n, cols), hidden.device())?;
-        let d_hidden = product(&grad, false, &items.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
-        let d_items = product(&grad, true, &hidden.unsqueeze(0)?, false, 1.0)?.squeeze(0)?;
-        Ok((Some(d_hidden), Some(d_items), Some(bias_grad)))
+        head_gradients(exps, hidden, items, bias)
     }
 }
 
