@@ -147,7 +147,7 @@ impl TrainAttention {
     }
 
     /// Matrix `i`'s forward pass: `q`, `k`, `v` and `out` are its `(t, d)` rows; `probs` and
-    /// `dropped` its blocks' probabilities, written here; `scores` scratch space.
+    /// `dropped` its blocks' probabilities, written here.
     #[allow(clippy::too_many_arguments)]
     fn forward_one(
         &self,
@@ -157,14 +157,13 @@ impl TrainAttention {
         out: &mut [f32],
         probs: &mut [MaybeUninit<f32>],
         mut dropped: Option<&mut [MaybeUninit<f32>]>,
-        scores: &mut Vec<f32>,
+        Scratch { scores, bits }: &mut Scratch,
     ) {
         let mut rng = self.dropout.map(|drop| {
             let mut rng = ChaCha8Rng::seed_from_u64(drop.seed);
             rng.set_stream(i as u64);
             rng
         });
-        let mut bits: Vec<u32> = Vec::new();
         let mut at = 0;
         for block in self.blocks_of(i, t) {
             let (r0, r1) = block.rows;
@@ -184,43 +183,29 @@ impl TrainAttention {
                     false,
                 );
             }
-            let dst = &mut probs[at..at + m * n];
-            for (r, (row, dst)) in
-                (r0..r1).zip(scores.chunks_exact_mut(n).zip(dst.chunks_exact_mut(n)))
-            {
+            for (r, row) in (r0..r1).zip(scores.chunks_exact_mut(n)) {
                 let hi = visible(&block, r, self.causal());
                 let max = row_max(&row[..hi]);
                 let inv = 1.0 / exp_in_place(&mut row[..hi], max);
-                for (p, x) in dst[..hi].iter_mut().zip(&row[..hi]) {
-                    p.write(x * inv);
-                }
-                for p in &mut dst[hi..] {
-                    p.write(0.0);
-                }
                 row[..hi].iter_mut().for_each(|x| *x *= inv);
                 row[hi..].fill(0.0);
             }
-            // `scores` holds the probabilities now; with dropout, the dropped ones replace them.
+            store(&mut probs[at..at + m * n], scores);
+            // With dropout, the dropped probabilities replace the probabilities in `scores`.
             if let (Some(drop), Some(rng), Some(dropped)) =
                 (self.dropout, rng.as_mut(), dropped.as_deref_mut())
             {
                 let threshold = (f64::from(drop.p) * f64::from(u32::MAX)) as u32;
                 let keep = 1.0 / (1.0 - drop.p);
-                let dst = &mut dropped[at..at + m * n];
-                for (r, (row, dst)) in
-                    (r0..r1).zip(scores.chunks_exact_mut(n).zip(dst.chunks_exact_mut(n)))
-                {
+                for (r, row) in (r0..r1).zip(scores.chunks_exact_mut(n)) {
                     let hi = visible(&block, r, self.causal());
                     bits.resize(hi, 0);
                     rng.fill(&mut bits[..]);
-                    for ((x, p), &bit) in row[..hi].iter_mut().zip(&mut dst[..hi]).zip(&bits) {
+                    for (x, &bit) in row[..hi].iter_mut().zip(bits.iter()) {
                         *x = if bit >= threshold { *x * keep } else { 0.0 };
-                        p.write(*x);
-                    }
-                    for p in &mut dst[hi..] {
-                        p.write(0.0);
                     }
                 }
+                store(&mut dropped[at..at + m * n], scores);
             }
             // SAFETY: `out` rows r0..r1 at stride d; the m×n probabilities at stride n; rows
             // from..to of v at stride d.
@@ -346,7 +331,7 @@ impl TrainAttention {
                 .zip(prob_parts)
                 .zip(dropped_parts)
                 .enumerate()
-                .for_each_init(Vec::new, |scores, (i, ((out, probs), dropped))| {
+                .for_each_init(Scratch::default, |scratch, (i, ((out, probs), dropped))| {
                     let m = i * t * d..(i + 1) * t * d;
                     self.forward_one(
                         i,
@@ -355,7 +340,7 @@ impl TrainAttention {
                         out,
                         probs,
                         dropped,
-                        scores,
+                        scratch,
                     );
                 });
         }
@@ -385,6 +370,20 @@ impl TrainAttention {
         }
         offsets.push(at);
         offsets
+    }
+}
+
+/// A thread's scratch space in the forward pass: one block's scores, one row's dropout bits.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    bits: Vec<u32>,
+}
+
+/// Writes `values` into the uninitialised `dst` of the same length.
+fn store(dst: &mut [MaybeUninit<f32>], values: &[f32]) {
+    for (d, &x) in dst.iter_mut().zip(values) {
+        d.write(x);
     }
 }
 
