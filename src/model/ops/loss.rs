@@ -28,6 +28,28 @@ struct Softmax {
     inv_sums: Vec<f32>,
 }
 
+/// The exponentials a forward pass keeps for its backward pass, taken once by it.
+#[derive(Default)]
+struct Kept(Mutex<Option<Softmax>>);
+
+impl Kept {
+    fn put(&self, softmax: Softmax) -> Result<()> {
+        *self.lock()? = Some(softmax);
+        Ok(())
+    }
+
+    /// What the forward pass kept, or `None` when a backward pass took it already.
+    fn take(&self) -> Result<Option<Softmax>> {
+        Ok(self.lock()?.take())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<Softmax>>> {
+        self.0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the kept exponentials' lock is poisoned".into()))
+    }
+}
+
 /// Per-row loss `logsumexp(x_i + b) - (x_i[t_i] + b[t_i])` of `(N, V)` logits against `N`
 /// targets, with an optional bias `b` of `V` items, and optional label smoothing.
 struct RowCrossEntropy {
@@ -36,7 +58,7 @@ struct RowCrossEntropy {
     /// over all `V` columns.
     smoothing: f32,
     /// The forward pass's exponentials, taken by the backward pass.
-    saved: Mutex<Option<Softmax>>,
+    saved: Kept,
 }
 
 impl RowCrossEntropy {
@@ -44,7 +66,7 @@ impl RowCrossEntropy {
         Self {
             targets: targets.to_vec(),
             smoothing,
-            saved: Mutex::new(None),
+            saved: Kept::default(),
         }
     }
 
@@ -59,8 +81,8 @@ impl RowCrossEntropy {
         Ok(())
     }
 
-    /// The contiguous `f32` rows of `layout` in `storage`, and the vocabulary size.
-    fn rows<'a>(&self, storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], usize)> {
+    /// The contiguous `f32` logits of `layout` in `storage`, and the vocabulary size.
+    fn logits<'a>(&self, storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], usize)> {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("cross-entropy expects f32 logits");
         };
@@ -70,16 +92,6 @@ impl RowCrossEntropy {
             candle_core::bail!("cross-entropy expects contiguous logits");
         };
         Ok((&data[start..end], v))
-    }
-
-    /// Keeps the exponentials for [`backward`](Self::backward).
-    fn keep(&self, softmax: Softmax) -> Result<()> {
-        *self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("cross-entropy lock poisoned".into()))? =
-            Some(softmax);
-        Ok(())
     }
 
     /// The softmax of a copy of the logits `data` (rows of `v`), and the losses.
@@ -156,12 +168,7 @@ impl RowCrossEntropy {
         grad_res: &Tensor,
     ) -> Result<Vec<f32>> {
         let scales = grad_res.to_vec1::<f32>()?;
-        let saved = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("cross-entropy lock poisoned".into()))?
-            .take();
-        let Softmax { mut exps, inv_sums } = match saved {
+        let Softmax { mut exps, inv_sums } = match self.saved.take()? {
             Some(s) => s,
             None => recompute()?,
         };
@@ -189,9 +196,9 @@ impl CustomOp1 for RowCrossEntropy {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (data, v) = self.rows(storage, layout)?;
+        let (data, v) = self.logits(storage, layout)?;
         let (softmax, losses) = self.softmax(data, v, None);
-        self.keep(softmax)?;
+        self.saved.put(softmax)?;
         let n = losses.len();
         Ok((CpuStorage::F32(losses), Shape::from(n)))
     }
@@ -282,7 +289,7 @@ impl CustomOp3 for RowCrossEntropy {
         self.check(n, v)?;
         let mut exps = product_t(hidden, weights, (n, k, v))?;
         let (inv_sums, losses) = self.softmax_rows(&mut exps, None, v, Some(bias));
-        self.keep(Softmax { exps, inv_sums })?;
+        self.saved.put(Softmax { exps, inv_sums })?;
         Ok((CpuStorage::F32(losses), Shape::from(n)))
     }
 
@@ -321,7 +328,7 @@ impl CustomOp3 for RowCrossEntropy {
 struct HeadLogSumExp {
     /// Per row, the column left out (its target, when the target was drawn as a negative).
     excluded: Vec<Option<u32>>,
-    saved: Mutex<Option<Softmax>>,
+    saved: Kept,
 }
 
 impl HeadLogSumExp {
@@ -386,11 +393,7 @@ impl CustomOp3 for HeadLogSumExp {
             k,
         } = head_operands((s1, l1), (s2, l2), (s3, l3), self.name())?;
         let (softmax, out) = self.exponentials(h, w, b, k)?;
-        *self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("logsumexp lock poisoned".into()))? =
-            Some(softmax);
+        self.saved.put(softmax)?;
         let n = out.len();
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
@@ -406,12 +409,7 @@ impl CustomOp3 for HeadLogSumExp {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let cols = items.dim(0)?;
-        let saved = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("logsumexp lock poisoned".into()))?
-            .take();
-        let Softmax { mut exps, inv_sums } = match saved {
+        let Softmax { mut exps, inv_sums } = match self.saved.take()? {
             Some(s) => s,
             None => {
                 let b = bias.to_vec1::<f32>()?;
@@ -449,7 +447,7 @@ pub fn head_logsumexp(
         &bias.contiguous()?,
         HeadLogSumExp {
             excluded,
-            saved: Mutex::new(None),
+            saved: Kept::default(),
         },
     )
 }
