@@ -56,4 +56,4 @@ print(f"CPU seconds per 1000 requests: API {api:.3f}, worker {worker:.3f}, Redis
 print(f"requests per CPU-second (one core): API {1000 / api:.0f}, worker {1000 / worker:.0f}, Redis {1000 / redis:.0f}")
 print(f"Redis commands per request: {(int(c1) - int(c0)) / req:.1f}")
 PY
-grep -E "Latency|50%|99%" "$work/wrk.txt" | head -3
+grep -m 3 -E "Latency|50%|99%" "$work/wrk.txt"

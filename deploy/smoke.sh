@@ -150,7 +150,9 @@ load --requests 600 --concurrency 64 --rate 40 --seed 2 --wait-ms 1000 --max-sec
     >"$ctx/failover.json" &
 loader=$!
 sleep 4
-victim=$(compose ps -q worker | head -1)
+# Not `| head -1`: under pipefail, compose writing its second id after head has gone fails the
+# pipeline with 141 (SIGPIPE), which is what a CI run once died of.
+victim=$(compose ps -q worker | sed -n 1p)
 docker kill -s KILL "$victim" >/dev/null
 say "killed worker ${victim:0:12} 4 s into the load"
 sleep 3
