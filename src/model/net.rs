@@ -15,6 +15,7 @@ use super::dropout::{DropoutRng, dropout};
 use super::layers::{EncoderBlock, LayerNorm, Linear};
 use super::ops::attention::KeyMask;
 use super::ops::fused::{add_row, gelu};
+use super::ops::scoring;
 use super::{ModelConfig, ModelError, Precision};
 
 /// The additive value that switches a score off: a sampled negative that is the row's target.
@@ -224,6 +225,9 @@ impl SeqModel {
             Some((dense, norm)) => norm.forward_inference(&gelu(&dense.infer(hidden)?)?)?,
             None => hidden.clone(),
         };
+        if transformed.dim(0)? <= scoring::MAX_ROWS {
+            return scoring::scores(&transformed, output, &self.output_bias);
+        }
         transformed.matmul(output)?.broadcast_add(&self.output_bias)
     }
 

@@ -1,6 +1,7 @@
 //! [`Recommender`]: a checkpoint in; batched top-K MovieLens ids with exclusions and a
 //! popularity fallback out. The worker and the API call exactly this.
 
+use std::collections::BinaryHeap;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -205,6 +206,9 @@ impl Recommender {
             .collect()
     }
 
+    /// The `k` best-scored items outside `excluded`, best first (ties: the lower index). One
+    /// pass with a heap of `k`: at 62,423 items, collecting every candidate and partitioning
+    /// them cost more than the forward pass of a short history.
     fn top_k(&self, scores: &[f32], k: usize, excluded: &[u32]) -> Vec<ScoredMovie> {
         // A flag per item, instead of a hash-set lookup per score.
         let mut allowed = vec![true; scores.len()];
@@ -213,37 +217,106 @@ impl Recommender {
                 *a = false;
             }
         }
-        let mut candidates: Vec<(u32, f32)> = scores
-            .iter()
-            .zip(&allowed)
-            .enumerate()
-            .filter(|(_, (_, a))| **a)
-            .map(|(i, (&s, _))| (i as u32, s))
-            .collect();
-        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        let k = k.min(candidates.len());
-        if k == 0 {
-            return Vec::new();
-        }
-        if k < candidates.len() {
-            candidates.select_nth_unstable_by(k - 1, order);
-            candidates.truncate(k);
-        }
-        candidates.sort_unstable_by(order);
-        candidates
+        best_k(scores, &allowed, k)
             .into_iter()
-            .filter_map(|(i, score)| {
-                self.vocab
-                    .movie_id(i)
-                    .map(|movie_id| ScoredMovie { movie_id, score })
+            .filter_map(|r| {
+                self.vocab.movie_id(r.index).map(|movie_id| ScoredMovie {
+                    movie_id,
+                    score: r.score,
+                })
             })
             .collect()
     }
 }
 
+/// The `k` best of the `allowed` scores, best first.
+fn best_k(scores: &[f32], allowed: &[bool], k: usize) -> Vec<Ranked> {
+    let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
+    if k == 0 {
+        return Vec::new();
+    }
+    for (i, (&score, _)) in scores
+        .iter()
+        .zip(allowed)
+        .enumerate()
+        .filter(|(_, (_, a))| **a)
+    {
+        let candidate = Ranked {
+            index: i as u32,
+            score,
+        };
+        if best.len() < k {
+            best.push(candidate);
+        } else if best.peek().is_some_and(|worst| candidate < *worst) {
+            best.pop();
+            best.push(candidate);
+        }
+    }
+    best.into_sorted_vec()
+}
+
+/// An item in ranking order: `a < b` when `a` ranks before `b` (higher score, then lower
+/// index), so a max-heap of the best `k` keeps the worst of them on top.
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    index: u32,
+    score: f32,
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.index.cmp(&other.index))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Ranked {}
+
 #[cfg(test)]
 mod tests {
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
     fn assert_send_sync<T: Send + Sync>() {}
+
+    /// Against a full sort: scores with many ties (a few distinct values), a third excluded,
+    /// `k` from none to more than are allowed.
+    #[test]
+    fn best_k_is_the_head_of_a_full_sort() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for n in [0usize, 1, 7, 100, 5000] {
+            let scores: Vec<f32> = (0..n)
+                .map(|_| rng.random_range(0..20) as f32 / 4.0)
+                .collect();
+            let allowed: Vec<bool> = (0..n).map(|_| rng.random_range(0..3) != 0).collect();
+            let mut sorted: Vec<(u32, f32)> = (0..n)
+                .filter(|&i| allowed[i])
+                .map(|i| (i as u32, scores[i]))
+                .collect();
+            sorted.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
+            for k in [0, 1, 10, n / 2, n + 3] {
+                let got: Vec<(u32, f32)> = super::best_k(&scores, &allowed, k)
+                    .into_iter()
+                    .map(|r| (r.index, r.score))
+                    .collect();
+                assert_eq!(got, sorted[..k.min(sorted.len())], "n {n}, k {k}");
+            }
+        }
+    }
 
     #[test]
     fn recommender_is_send_and_sync() {

@@ -9,3 +9,4 @@ pub(crate) mod fused;
 mod gelu_kernel;
 pub mod loss;
 pub(crate) mod matmul;
+pub(crate) mod scoring;
