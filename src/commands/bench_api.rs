@@ -2,7 +2,8 @@
 //! against `serve --embedded`, with batching on and off, at several concurrencies.
 //!
 //! Every request is `POST /recommend?wait_ms=10000` with a real history: a window of 5 to 50
-//! consecutive movies cut from a catalogue user's ratings (in time order). Latency is measured
+//! consecutive movies (`--min-history`, `--max-history`) cut from a catalogue user's ratings (in
+//! time order). Latency is measured
 //! end to end, from sending the request to reading the answer with its result.
 //!
 //! In Redis mode it also reports what the queue holds: with `--sample-depth`, the deepest
@@ -73,6 +74,12 @@ pub struct ApiBenchArgs {
     /// Seed of the request sampler.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Shortest history a request sends.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub min_history: u64,
+    /// Longest history a request sends (200 = a full window of the models' default length).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub max_history: u64,
     /// `RECSYS_QUEUE_CAP` of the measured services; a 429 counts as rejected, not as an error.
     #[arg(long, default_value_t = 100_000)]
     pub queue_cap: u64,
@@ -134,8 +141,6 @@ struct Row {
     kept: Option<queue_probe::KeptJobs>,
 }
 
-/// Shortest and longest history a request sends.
-const HISTORY_LENGTHS: (usize, usize) = (5, 50);
 /// Requests in the pool the load generator cycles through.
 const POOL: usize = 20_000;
 /// Longest the soak's client keeps a connection idle, well below the services' keep-alive (5 s,
@@ -152,13 +157,20 @@ pub fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     if args.concurrency.contains(&0) {
         bail!("--concurrency values must be at least 1");
     }
+    if args.min_history > args.max_history {
+        bail!(
+            "--min-history {} is above --max-history {}",
+            args.min_history,
+            args.max_history
+        );
+    }
     let bodies = Arc::new(request_pool(&args)?);
     println!(
         "{} requests sampled from {}: histories of {}..={} movies, k = {}",
         bodies.len(),
         args.catalogue.database_path().display(),
-        HISTORY_LENGTHS.0,
-        HISTORY_LENGTHS.1,
+        args.min_history,
+        args.max_history,
         args.k
     );
     if let Some(seconds) = args.soak {
@@ -463,22 +475,22 @@ fn request_pool(args: &ApiBenchArgs) -> anyhow::Result<Vec<String>> {
     for r in catalogue.interactions(None)? {
         users.entry(r.user_id).or_default().push(r.movie_id);
     }
+    let (shortest, longest) = (args.min_history as usize, args.max_history as usize);
     let histories: Vec<Vec<i64>> = users
         .into_values()
-        .filter(|h| h.len() >= HISTORY_LENGTHS.0)
+        .filter(|h| h.len() >= shortest)
         .collect();
     if histories.is_empty() {
         bail!(
-            "{} has no user with {} ratings",
-            path.display(),
-            HISTORY_LENGTHS.0
+            "{} has no user with {shortest} ratings (lower --min-history)",
+            path.display()
         );
     }
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     Ok((0..POOL)
         .map(|_| {
             let h = &histories[rng.random_range(0..histories.len())];
-            let len = rng.random_range(HISTORY_LENGTHS.0..=HISTORY_LENGTHS.1.min(h.len()));
+            let len = rng.random_range(shortest..=longest.min(h.len()));
             let start = rng.random_range(0..=h.len() - len);
             serde_json::json!({"sequence": &h[start..start + len], "k": args.k}).to_string()
         })
