@@ -57,19 +57,16 @@ pub(crate) fn scores(hidden: &Tensor, output: &Tensor, bias: &Tensor) -> Result<
 fn product(hidden: &[f32], m: usize, output: &[f32], bias: &[f32]) -> Vec<f32> {
     let n = bias.len();
     let k = hidden.len() / m.max(1);
-    let mut out = vec![0f32; m * n];
+    // Each row starts as the bias: no zeroed buffer to overwrite.
+    let mut out = bias.repeat(m);
     if k == 0 || n == 0 {
         return out;
     }
     for (row, scores) in hidden.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
         scores
             .par_chunks_mut(SLICE)
-            .zip(bias.par_chunks(SLICE))
             .enumerate()
-            .for_each(|(s, (scores, bias))| {
-                scores.copy_from_slice(bias);
-                accumulate(row, output, n, s * SLICE, scores);
-            });
+            .for_each(|(s, scores)| accumulate(row, output, n, s * SLICE, scores));
     }
     out
 }
