@@ -11,7 +11,7 @@ use super::dropout::{DropoutRng, dropout};
 use super::ops::attention::{self, KeyMask};
 use super::ops::attention_train::{AttentionDropout, attend_train};
 use super::ops::bf16_dense::PackedBf16;
-use super::ops::fused::{add_row, gelu, layer_norm};
+use super::ops::fused::{add_row, gelu, gelu_inference, layer_norm, layer_norm_inference};
 use super::ops::matmul::matmul_t;
 
 /// Layer normalisation with a backward pass (candle's fused `LayerNorm` has none): one op of
@@ -35,9 +35,9 @@ impl LayerNorm {
         layer_norm(xs, &self.weight, &self.bias, self.eps as f32)
     }
 
-    /// The same with candle's fused kernel, which has no backward pass: inference only.
+    /// The same without recording a backward pass: inference only.
     pub(crate) fn forward_inference(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+        layer_norm_inference(xs, &self.weight, &self.bias, self.eps as f32)
     }
 }
 
@@ -288,7 +288,7 @@ impl EncoderBlock {
         };
         let xs = (xs + attended)?;
         let normed = self.ffn_norm.forward_inference(&xs)?;
-        let inner = gelu(&self.ffn_in.infer(&normed)?)?;
+        let inner = gelu_inference(&self.ffn_in.infer(&normed)?)?;
         let out = self.ffn_out.infer(&inner)?;
         xs + out
     }

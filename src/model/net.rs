@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::dropout::{DropoutRng, dropout};
 use super::layers::{EncoderBlock, LayerNorm, Linear};
 use super::ops::attention::KeyMask;
-use super::ops::fused::{add_row, gelu};
+use super::ops::fused::{add_row, gelu, gelu_inference};
 use super::ops::scoring;
 use super::{ModelConfig, ModelError, Precision};
 
@@ -222,7 +222,9 @@ impl SeqModel {
     /// fused kernel, which has no backward pass.
     fn infer_scores_against(&self, hidden: &Tensor, output: &Tensor) -> Result<Tensor> {
         let transformed = match &self.head {
-            Some((dense, norm)) => norm.forward_inference(&gelu(&dense.infer(hidden)?)?)?,
+            Some((dense, norm)) => {
+                norm.forward_inference(&gelu_inference(&dense.infer(hidden)?)?)?
+            }
             None => hidden.clone(),
         };
         if transformed.dim(0)? <= scoring::MAX_ROWS {

@@ -235,25 +235,40 @@ fn best_k(scores: &[f32], allowed: &[bool], k: usize) -> Vec<Ranked> {
     if k == 0 {
         return Vec::new();
     }
-    for (i, (&score, _)) in scores
-        .iter()
-        .zip(allowed)
-        .enumerate()
-        .filter(|(_, (_, a))| **a)
-    {
-        let candidate = Ranked {
-            index: i as u32,
-            score,
-        };
-        if best.len() < k {
-            best.push(candidate);
-        } else if best.peek().is_some_and(|worst| candidate < *worst) {
-            best.pop();
-            best.push(candidate);
+    let chunks = scores.chunks(SKIP_CHUNK).zip(allowed.chunks(SKIP_CHUNK));
+    for (c, (scores, allowed)) in chunks.enumerate() {
+        // Once k are kept, most chunks hold nothing above the worst of them: one vectorized
+        // comparison passes over the chunk. `x < floor` implies the total order's `<`; ties,
+        // ±0 and NaN go on to the exact comparison below.
+        if best.len() == k
+            && let Some(worst) = best.peek()
+            && scores.iter().fold(true, |all, &x| all & (x < worst.score))
+        {
+            continue;
+        }
+        for (j, (&score, _)) in scores
+            .iter()
+            .zip(allowed)
+            .enumerate()
+            .filter(|(_, (_, a))| **a)
+        {
+            let candidate = Ranked {
+                index: (c * SKIP_CHUNK + j) as u32,
+                score,
+            };
+            if best.len() < k {
+                best.push(candidate);
+            } else if best.peek().is_some_and(|worst| candidate < *worst) {
+                best.pop();
+                best.push(candidate);
+            }
         }
     }
     best.into_sorted_vec()
 }
+
+/// Scores [`best_k`] passes over at once when none of them can enter the best k.
+const SKIP_CHUNK: usize = 16;
 
 /// An item in ranking order: `a < b` when `a` ranks before `b` (higher score, then lower
 /// index), so a max-heap of the best `k` keeps the worst of them on top.

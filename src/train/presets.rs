@@ -9,7 +9,7 @@ use crate::train::TrainError;
 use crate::train::settings::TrainSettings;
 
 /// The shipped presets: model, release, file name and text.
-const PRESETS: [(Architecture, MovieLensVersion, &str, &str); 4] = [
+const PRESETS: [(Architecture, MovieLensVersion, &str, &str); 5] = [
     (
         Architecture::SasRec,
         MovieLensVersion::Ml100k,
@@ -21,6 +21,12 @@ const PRESETS: [(Architecture, MovieLensVersion, &str, &str); 4] = [
         MovieLensVersion::LatestSmall,
         "sasrec-ml-latest-small.toml",
         include_str!("../../resources/presets/sasrec-ml-latest-small.toml"),
+    ),
+    (
+        Architecture::SasRec,
+        MovieLensVersion::Ml25m,
+        "sasrec-ml-25m.toml",
+        include_str!("../../resources/presets/sasrec-ml-25m.toml"),
     ),
     (
         Architecture::Bert4Rec,
@@ -186,6 +192,20 @@ mod tests {
             );
             assert!(s.objective.last_item_cut);
         }
+        // The 25M recipe: sampled softmax in batches of 128, 100 epochs validated every 5; the
+        // rest as the defaults.
+        let large = preset_settings(SasRec, MovieLensVersion::Ml25m)?;
+        assert_eq!(
+            (large.objective.negatives, large.optimiser.batch_size),
+            (1000, 128)
+        );
+        assert_eq!((large.schedule.epochs, large.schedule.eval_every), (100, 5));
+        let mut rest = large.clone();
+        rest.objective.negatives = 0;
+        rest.optimiser.batch_size = 16;
+        rest.schedule.epochs = 200;
+        rest.schedule.eval_every = 3;
+        assert_eq!(rest, TrainSettings::default());
         assert_eq!(
             preset_settings(SasRec, MovieLensVersion::Ml1m)?,
             TrainSettings::default(),

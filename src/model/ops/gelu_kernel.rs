@@ -1,7 +1,9 @@
 //! The elementwise loops of exact (erf-based) GELU and its derivative, and of the softmax's
 //! exponentials, row maximum and sum, branch-free so that they vectorize, with a runtime switch
 //! to an AVX-512 or AVX2 build of the same loops on CPUs that have them (the x86-64 baseline is
-//! SSE2). No fused multiply-add is used, so every build gives the same bits.
+//! SSE2). Training's loops use no fused multiply-add, so every build gives the same bits;
+//! inference's GELU ([`gelu_forward_inference`]) uses it where the CPU has it, for a third fewer
+//! instructions, and differs from training's only in rounding.
 //!
 //! `Φ(x) = erfc(-x/√2) / 2` comes from the Numerical Recipes `erfcc` rational approximation
 //! (fractional error below 1.2e-7) and a Cephes-style `exp`. libm's `erff`, which candle's
@@ -18,18 +20,31 @@ const EXP_FLOOR: f32 = -80.0;
 /// bits. Within 2 ulp of `f32::exp` for `y` in `[-80, 88)`; 0 below -80.
 #[inline(always)]
 fn exp(y: f32) -> f32 {
+    exp_with::<false>(y)
+}
+
+/// `a · b + c`: one fused multiply-add with `FMA` (a CPU with FMA and a build for it), else a
+/// multiply and an add, whose bits are the same on every build.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// [`exp`], with its multiply-adds fused when `FMA`.
+#[inline(always)]
+fn exp_with<const FMA: bool>(y: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5 · 2^23
     let y = y.clamp(EXP_FLOOR, 88.0);
-    let shifted = y * std::f32::consts::LOG2_E + SHIFT;
+    let shifted = madd::<FMA>(y, std::f32::consts::LOG2_E, SHIFT);
     let k = shifted - SHIFT;
-    let r = y - k * 0.693_359_4 - k * -2.121_944_4e-4;
+    let r = madd::<FMA>(-k, -2.121_944_4e-4, madd::<FMA>(-k, 0.693_359_4, y));
     let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e_r = p * r * r + r + 1.0;
+    p = madd::<FMA>(p, r, 1.398_199_9e-3);
+    p = madd::<FMA>(p, r, 8.333_452e-3);
+    p = madd::<FMA>(p, r, 4.166_579_6e-2);
+    p = madd::<FMA>(p, r, 1.666_666_5e-1);
+    p = madd::<FMA>(p, r, 0.5);
+    let e_r = madd::<FMA>(p * r, r, r) + 1.0;
     // The low mantissa bits of `shifted` hold k (two's complement around 0x4B40_0000).
     let k_bits = shifted.to_bits().wrapping_sub(SHIFT.to_bits());
     let two_k = f32::from_bits(k_bits.wrapping_add(127) << 23);
@@ -40,20 +55,26 @@ fn exp(y: f32) -> f32 {
 /// relatively where it is above 1e-30).
 #[inline(always)]
 fn normal_cdf(x: f32) -> f32 {
+    normal_cdf_with::<false>(x)
+}
+
+/// [`normal_cdf`], with its multiply-adds fused when `FMA`.
+#[inline(always)]
+fn normal_cdf_with<const FMA: bool>(x: f32) -> f32 {
     // erfc(z) at z = |x|/√2 is `t e^(-z² + P(t))` with t = 1/(1 + z/2); Φ(x) = erfc(-x/√2)/2.
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + 0.5 * z);
+    let t = 1.0 / madd::<FMA>(0.5, z, 1.0);
     let mut p = 0.170_872_77_f32;
-    p = p * t - 0.822_152_23;
-    p = p * t + 1.488_515_9;
-    p = p * t - 1.135_204;
-    p = p * t + 0.278_868_07;
-    p = p * t - 0.186_288_06;
-    p = p * t + 0.096_784_18;
-    p = p * t + 0.374_091_96;
-    p = p * t + 1.000_023_7;
-    p = p * t - 1.265_512_2;
-    let half_erfc = 0.5 * t * exp(p - z * z);
+    p = madd::<FMA>(p, t, -0.822_152_23);
+    p = madd::<FMA>(p, t, 1.488_515_9);
+    p = madd::<FMA>(p, t, -1.135_204);
+    p = madd::<FMA>(p, t, 0.278_868_07);
+    p = madd::<FMA>(p, t, -0.186_288_06);
+    p = madd::<FMA>(p, t, 0.096_784_18);
+    p = madd::<FMA>(p, t, 0.374_091_96);
+    p = madd::<FMA>(p, t, 1.000_023_7);
+    p = madd::<FMA>(p, t, -1.265_512_2);
+    let half_erfc = 0.5 * t * exp_with::<FMA>(madd::<FMA>(-z, z, p));
     if x >= 0.0 { 1.0 - half_erfc } else { half_erfc }
 }
 
@@ -67,8 +88,14 @@ fn normal_density(x: f32) -> f32 {
 /// `x Φ(x)` for every element of `x`, into `dst`.
 #[inline(always)]
 fn forward_loop(x: &[f32], dst: &mut [f32]) {
+    forward_loop_with::<false>(x, dst)
+}
+
+/// [`forward_loop`], with its multiply-adds fused when `FMA`.
+#[inline(always)]
+fn forward_loop_with<const FMA: bool>(x: &[f32], dst: &mut [f32]) {
     for (d, &x) in dst.iter_mut().zip(x) {
-        *d = x * normal_cdf(x);
+        *d = x * normal_cdf_with::<FMA>(x);
     }
 }
 
@@ -164,6 +191,12 @@ mod avx2 {
         super::forward_loop(x, dst)
     }
 
+    /// [`super::forward_loop_with`] with fused multiply-adds, compiled for AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn forward_loop_fma(x: &[f32], dst: &mut [f32]) {
+        super::forward_loop_with::<true>(x, dst)
+    }
+
     /// [`super::backward_loop`] compiled for AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) fn backward_loop(x: &[f32], g: &[f32], dst: &mut [f32]) {
@@ -186,6 +219,13 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) fn forward_loop(x: &[f32], dst: &mut [f32]) {
         super::forward_loop(x, dst)
+    }
+
+    /// [`super::forward_loop_with`] with fused multiply-adds, compiled for AVX-512 (which has
+    /// them).
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn forward_loop_fma(x: &[f32], dst: &mut [f32]) {
+        super::forward_loop_with::<true>(x, dst)
     }
 
     /// [`super::backward_loop`] compiled for AVX-512.
@@ -239,6 +279,31 @@ pub(crate) fn gelu_forward(x: &[f32], dst: &mut [f32]) {
         return;
     }
     forward_loop(x, dst)
+}
+
+/// [`gelu_forward`] for inference, with fused multiply-adds where the CPU has them: the same
+/// function as training's up to rounding (a few units in the last place), in a third fewer
+/// instructions. A third of the work of one SASRec batch at length 50 was GELU.
+pub(crate) fn gelu_forward_inference(x: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() && has_fma() {
+        // SAFETY: the CPU was just found to support AVX-512F and FMA.
+        unsafe { avx512::forward_loop_fma(x, dst) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && has_fma() {
+        // SAFETY: the CPU was just found to support AVX2 and FMA.
+        unsafe { avx2::forward_loop_fma(x, dst) };
+        return;
+    }
+    gelu_forward(x, dst)
+}
+
+/// Whether this CPU has fused multiply-add (detected once, then cached by std).
+#[cfg(target_arch = "x86_64")]
+fn has_fma() -> bool {
+    std::arch::is_x86_feature_detected!("fma")
 }
 
 /// The gradient of GELU, `g (Φ(x) + x φ(x))`, for inputs `x` and output gradients `g`, written
@@ -350,6 +415,35 @@ mod tests {
         exp_shifted_loop(&mut plain, 3.0);
         assert_eq!(dispatched, plain);
         assert_eq!(sum, sum_loop(&plain));
+    }
+
+    /// Inference's GELU (fused multiply-adds where the CPU has them) against the
+    /// double-precision formula, and within a few units in the last place of training's.
+    #[test]
+    fn inference_gelu_agrees_with_the_formula_and_training() {
+        let x = inputs();
+        let (mut fast, mut exact) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        gelu_forward_inference(&x, &mut fast);
+        gelu_forward(&x, &mut exact);
+        for i in 0..x.len() {
+            let xi = f64::from(x[i]);
+            let want = xi * reference_cdf(x[i]);
+            let (f, e) = (f64::from(fast[i]), f64::from(exact[i]));
+            assert!(
+                (f - want).abs() < 1e-6 * want.abs().max(1.0),
+                "gelu({xi}): {f} vs {want}"
+            );
+            assert!(
+                (f - e).abs() <= 1e-6 * e.abs().max(1e-3),
+                "gelu({xi}): {f} vs training's {e}"
+            );
+        }
+        // The fused build on its own, so that a CPU without AVX-512 still checks the loop.
+        let mut fused = vec![0f32; x.len()];
+        forward_loop_with::<true>(&x, &mut fused);
+        for (f, e) in fused.iter().zip(&exact) {
+            assert!((f - e).abs() <= 1e-6 * e.abs().max(1e-3), "{f} vs {e}");
+        }
     }
 
     /// The lane-wise max and sum against a plain fold and a double-precision sum, over lengths
