@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::dropout::{DropoutRng, dropout};
 use super::layers::{EncoderBlock, LayerNorm, Linear};
 use super::ops::attention::KeyMask;
+use super::ops::bf16_dense::PackedBf16;
 use super::ops::fused::{add_row, gelu, gelu_inference};
 use super::ops::scoring;
 use super::{ModelConfig, ModelError, Precision};
@@ -45,6 +46,9 @@ pub struct SeqModel {
     output_bias: Tensor,
     /// What inference computes the dense layers in.
     precision: Precision,
+    /// In bf16: the movies' embeddings and the output bias packed for the bf16 kernel, so that
+    /// scoring every movie reads half the bytes (at 62,423 movies, 8 MB instead of 16).
+    packed_output: Option<PackedBf16>,
 }
 
 impl SeqModel {
@@ -85,11 +89,12 @@ impl SeqModel {
                 .transpose()?,
             output_bias: head.get_with_hints(cfg.items, "bias", Init::Const(0.0))?,
             precision: Precision::F32,
+            packed_output: None,
         })
     }
 
-    /// Runs inference's dense layers (the encoder's and BERT4Rec's head) in `precision`; the
-    /// scores against the items, attention, norms and training stay f32. bf16 copies the
+    /// Runs inference's dense layers (the encoder's and BERT4Rec's head) and the scores against
+    /// every movie in `precision`; attention, norms and training stay f32. bf16 copies the
     /// weights as they are now: a model that trains after must go back to f32.
     pub fn set_precision(&mut self, precision: Precision) -> std::result::Result<(), ModelError> {
         let head = self.head.as_mut().map(|(dense, _)| dense);
@@ -103,6 +108,16 @@ impl SeqModel {
                 return Err(ModelError::Bf16Unsupported);
             }
         }
+        self.packed_output = match precision {
+            Precision::F32 => None,
+            Precision::Bf16 => {
+                let movies = self.item_embeddings.narrow(0, 0, self.cfg.items)?;
+                match PackedBf16::new(&movies, &self.output_bias)? {
+                    Some(packed) => Some(packed),
+                    None => return Err(ModelError::Bf16Unsupported),
+                }
+            }
+        };
         self.precision = precision;
         Ok(())
     }
@@ -227,6 +242,9 @@ impl SeqModel {
             }
             None => hidden.clone(),
         };
+        if let Some(packed) = &self.packed_output {
+            return packed.dense(&transformed);
+        }
         if transformed.dim(0)? <= scoring::MAX_ROWS {
             return scoring::scores(&transformed, output, &self.output_bias);
         }

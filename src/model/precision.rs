@@ -1,4 +1,4 @@
-//! The arithmetic of inference: f32 everywhere, or the encoder's dense layers in bf16 where the
+//! The arithmetic of inference: f32 everywhere, or the dense layers and the scores in bf16 where the
 //! CPU has AVX-512 BF16 (see `ops::bf16_dense`). Training is always f32.
 
 use std::fmt;

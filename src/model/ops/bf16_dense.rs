@@ -133,12 +133,16 @@ impl PackedBf16 {
             let dst: &mut [f32] =
                 unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len()) };
             let threads = rayon::current_num_threads();
-            if threads > 1 && rows * k * n >= SPLIT_WORK {
+            if threads > 1 && rows * k * n >= SPLIT_WORK && rows >= threads * ROWS {
                 // One even share of whole register blocks per thread.
                 let share = rows.div_ceil(threads).div_ceil(ROWS) * ROWS;
                 dst.par_chunks_mut(share * n)
                     .zip(data.par_chunks(share * k))
                     .for_each(|(out, data)| self.block_rows(data, out));
+            } else if threads > 1 && rows * k * n >= SPLIT_WORK {
+                // Too few rows to share out (one history against every movie): each thread
+                // takes a run of output panels of every row instead.
+                self.block_panels(data, rows, dst, threads);
             } else {
                 self.block_rows(data, dst);
             }
@@ -146,6 +150,36 @@ impl PackedBf16 {
         // SAFETY: `block_rows` wrote every row and column above.
         unsafe { out.set_len(rows * n) };
         out
+    }
+
+    /// The product for `rows` rows of `data` into `out`, its output panels split into
+    /// `threads` runs over the rayon pool; writes every element.
+    fn block_panels(&self, data: &[f32], rows: usize, out: &mut [f32], threads: usize) {
+        use rayon::prelude::*;
+        let packed = pack_rows(data, rows, self.inputs, self.pairs);
+        let panels = self.outputs.div_ceil(PANEL);
+        let per_thread = panels.div_ceil(threads);
+        let out = SharedOut(out.as_mut_ptr());
+        (0..panels.div_ceil(per_thread))
+            .into_par_iter()
+            .for_each(|run| {
+                let first = run * per_thread;
+                let panels = first..(first + per_thread).min(panels);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as in `block_rows`; `out` holds `rows × outputs` values, and the runs
+                // of panels are disjoint, so no two tasks write the same column.
+                unsafe {
+                    kernel::product_panels(self, &packed, rows, out.get(), panels);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (&packed, &out, panels);
+            });
+        // Unreachable (no `PackedBf16` is built off x86-64); it still writes every element.
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            // SAFETY: `out` holds `rows × outputs` values and no task runs any more.
+            unsafe { std::slice::from_raw_parts_mut(out.get(), rows * self.outputs) }.fill(0.0);
+        }
     }
 
     /// The product for the rows of `data` into `out` on this thread; writes every element.
@@ -165,6 +199,22 @@ impl PackedBf16 {
             let _ = packed;
             out.fill(0.0);
         }
+    }
+}
+
+/// The output buffer shared by the tasks of [`PackedBf16::block_panels`], each of which writes
+/// its own columns.
+struct SharedOut(*mut f32);
+
+// SAFETY: the tasks that share it write disjoint elements, and the buffer outlives them.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    fn get(&self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -230,12 +280,31 @@ mod kernel {
     /// `out` `n_rows × w.outputs` values.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn product(w: &PackedBf16, rows: &[u32], n_rows: usize, out: &mut [f32]) {
+        debug_assert!(out.len() >= n_rows * w.outputs);
+        let panels = 0..w.outputs.div_ceil(PANEL);
+        // SAFETY: the caller's bounds.
+        unsafe { product_panels(w, rows, n_rows, out.as_mut_ptr(), panels) }
+    }
+
+    /// [`product`] for the output columns of `panels` only.
+    ///
+    /// # Safety
+    /// As [`product`], with `out` valid for `n_rows × w.outputs` values, of which this call
+    /// writes only the columns of `panels`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn product_panels(
+        w: &PackedBf16,
+        rows: &[u32],
+        n_rows: usize,
+        out: *mut f32,
+        panels: std::ops::Range<usize>,
+    ) {
         let (pairs, n) = (w.pairs, w.outputs);
-        debug_assert!(rows.len() >= n_rows * pairs && out.len() >= n_rows * n);
+        debug_assert!(rows.len() >= n_rows * pairs && panels.end <= n.div_ceil(PANEL));
         let mut r = 0;
         while r < n_rows {
             let take = (n_rows - r).min(ROWS);
-            for panel in 0..n.div_ceil(PANEL) {
+            for panel in panels.clone() {
                 let first = panel * PANEL;
                 let cols = (n - first).min(PANEL);
                 // SAFETY: the offsets stay inside `rows` (rows r..r+take), the panel's
@@ -244,7 +313,7 @@ mod kernel {
                     let a = rows.as_ptr().add(r * pairs);
                     let b = w.weights.as_ptr().add(panel * pairs * PANEL);
                     let bias = w.bias.as_ptr().add(first);
-                    let o = out.as_mut_ptr().add(r * n + first);
+                    let o = out.add(r * n + first);
                     if take == ROWS {
                         block::<ROWS>(a, pairs, b, bias, o, n, cols);
                     } else {
@@ -358,6 +427,10 @@ mod tests {
             (8, 256, 64),
             (300, 64, 256),
             (130, 256, 17),
+            // Too few rows to share out: split by output panels (a part panel at the end).
+            (1, 64, 4100),
+            (3, 64, 2000),
+            (5, 63, 1001),
         ] {
             let (x, w, b) = (values(rows * k, 1), values(n * k, 2), values(n, 3));
             let packed = PackedBf16::new(
