@@ -324,7 +324,7 @@ pub struct WorkerSettings {
     /// and load. Leave at 0.
     #[arg(long, env = "RECSYS_BATCH_DELAY_MS", default_value_t = 0, hide = true)]
     pub batch_delay_ms: u64,
-    /// What the encoder's dense layers compute in: `auto` (bf16 where the CPU has AVX-512
+    /// What the dense layers and the scores compute in: `auto` (bf16 where the CPU has AVX-512
     /// BF16, else f32), `f32`, or `bf16` (refused on a CPU without it). Answers name it.
     #[arg(long, env = "RECSYS_PRECISION", value_enum, default_value_t = PrecisionChoice::Auto)]
     pub precision: PrecisionChoice,
