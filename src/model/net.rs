@@ -233,8 +233,9 @@ impl SeqModel {
             .broadcast_add(&self.output_bias)
     }
 
-    /// [`scores_against`](Self::scores_against) for inference: the head's layer norm is the
-    /// fused kernel, which has no backward pass.
+    /// [`scores_against`](Self::scores_against) for inference, recording no graph. In bf16
+    /// the scores come from the packed movies (`output` is then not read); in f32 one row is
+    /// scored by its own op, more by gemm.
     fn infer_scores_against(&self, hidden: &Tensor, output: &Tensor) -> Result<Tensor> {
         let transformed = match &self.head {
             Some((dense, norm)) => {
